@@ -1,0 +1,67 @@
+"""The gate before publish: ``python`` (every .py compiles) or ``cmd:SHELL COMMAND``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from dagsync.errors import CheckFailed
+from dagsync.procs import run_bounded
+from dagsync.timing import remaining
+
+OUTPUT_TAIL_CHARS = 400
+
+
+def run_check(
+    check: str | None, candidate: Path, deadline: float, environ: Mapping[str, str]
+) -> None:
+    """Raise CheckFailed when the candidate tree must not be published."""
+    if not check:
+        return
+    if check == "python":
+        check_python(candidate)
+    elif check.startswith("cmd:"):
+        check_command(check[4:], candidate, deadline, environ)
+
+
+def check_python(candidate: Path) -> None:
+    """Every ``.py`` file must compile; the error names the file and the line."""
+    for dirpath, dirnames, filenames in os.walk(candidate):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.endswith(".py"):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink() and not path.exists():
+                continue
+            rel = path.relative_to(candidate).as_posix()
+            try:
+                source = path.read_bytes()
+                compile(source, rel, "exec", dont_inherit=True)
+            except SyntaxError as exc:
+                raise CheckFailed(
+                    f"--check python: {rel}:{exc.lineno}: {exc.msg}"
+                ) from None
+            except (ValueError, OSError) as exc:
+                raise CheckFailed(f"--check python: {rel}: {exc}") from None
+
+
+def check_command(
+    command: str, candidate: Path, deadline: float, environ: Mapping[str, str]
+) -> None:
+    """Run ``command`` in the candidate folder; a non-zero exit rejects the revision."""
+    env = dict(environ)
+    env["DAGSYNC_CANDIDATE"] = str(candidate)
+    result = run_bounded(
+        ["/bin/sh", "-c", command],
+        cwd=candidate,
+        env=env,
+        timeout=remaining(deadline, "--check"),
+        what="--check",
+    )
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).decode(errors="replace").strip()
+        tail = tail[-OUTPUT_TAIL_CHARS:].replace("\n", " | ")
+        raise CheckFailed(f"--check command exited {result.returncode}: {tail}")
+

@@ -1,0 +1,151 @@
+"""Commands, options and exit codes: ``cli.main(argv) -> int`` maps every outcome in one place."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from dagsync import __version__
+from dagsync.config import OPTIONS, Config, Option, load
+from dagsync.errors import Abandoned, ConfigError, DagsyncError
+
+log = logging.getLogger("dagsync")
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+
+
+GROUP_TITLES = {
+    "common": "common options",
+    "git": "git source",
+    "oss": "oss source (Alibaba Cloud OSS; credentials from OSS_ACCESS_KEY_ID/SECRET)",
+    "azure": "azure source (Azure Files; or AZURE_STORAGE_CONNECTION_STRING)",
+    "local": "local source",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, as every usage error
+        raise ConfigError(message)
+
+
+def _add_option(group: argparse._ArgumentGroup, opt: Option) -> None:
+    default = "" if opt.default in (None, (), "") else f" (default: {opt.default})"
+    help_text = f"{opt.help}{default} [env {opt.env}]"
+    flag = f"--{opt.name}"
+    if opt.kind == "list":
+        group.add_argument(flag, dest=opt.attr, action="append", default=None, help=help_text)
+    elif opt.kind == "bool":
+        group.add_argument(
+            flag, dest=opt.attr, nargs="?", const="true", default=None, metavar="BOOL", help=help_text
+        )
+    else:
+        group.add_argument(flag, dest=opt.attr, default=None, metavar=opt.kind.upper(), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dagsync",
+        description="Keep an Airflow DAG folder in sync from git, OSS, Azure Files or a local "
+        "folder; every revision is published with an atomic symlink swap.",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for command, text in (
+        ("once", "sync once, publish, exit (initContainer, CI, a laptop)"),
+        ("run", "long-running sidecar: sync on a period, on webhook, on file events"),
+    ):
+        p = sub.add_parser(command, help=text, description=text)
+        p.add_argument("--config", default=None, metavar="FILE", help="YAML file of options")
+        groups = {g: p.add_argument_group(t) for g, t in GROUP_TITLES.items()}
+        for opt in OPTIONS:
+            if command in opt.commands:
+                _add_option(groups[opt.group], opt)
+    status = sub.add_parser("status", help="print the published revision as JSON")
+    status.add_argument("--root", default=None, help="default ./dagsync-root [env DAGSYNC_ROOT]")
+    status.add_argument("--link", default=None, help="default current [env DAGSYNC_LINK]")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command; returns the process exit code (SPEC section 4)."""
+    env = dict(os.environ if environ is None else environ)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(args, env)
+    except ConfigError as exc:
+        print(f"dagsync: error: {_redacted(exc)}", file=sys.stderr)
+        return ExitCode.USAGE
+    except DagsyncError as exc:
+        print(f"dagsync: error: {_redacted(exc)}", file=sys.stderr)
+        return ExitCode.FAILED
+
+
+def _redacted(exc: BaseException) -> str:
+    from dagsync.redact import redact
+
+    return redact(str(exc))
+
+
+def _dispatch(args: list[str], env: dict[str, str]) -> int:
+    parser = build_parser()
+    if not args or args[0].startswith("-") and args[0] not in ("-h", "--help"):
+        from dagsync import compat
+
+        implied = compat.implied_command(env)
+        if implied is None:
+            parser.print_help(sys.stderr)
+            return ExitCode.USAGE
+        args = [implied, *args]
+    ns = parser.parse_args(args)
+    if ns.command == "version":
+        print(f"dagsync {__version__}")
+        return ExitCode.OK
+    if ns.command == "status":
+        return _status(ns, env)
+    flags = {k: v for k, v in vars(ns).items() if k != "command"}
+    config = load(ns.command, flags, env)
+    from dagsync import log as logsetup
+
+    logsetup.setup(config.log_format, config.log_level)
+    return run_command(config)
+
+
+def _status(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from dagsync.store import RevisionStore
+
+    root = Path(ns.root or env.get("DAGSYNC_ROOT") or "./dagsync-root").absolute()
+    store = RevisionStore(root, ns.link or env.get("DAGSYNC_LINK") or "current")
+    published = store.published()
+    if published is None:
+        print(json.dumps({"revision": None, "root": str(root)}))
+        return ExitCode.FAILED
+    state = store.read_state()
+    state.pop("history", None)
+    state.update(revision=published.revision, path=str(published.path))
+    print(json.dumps(state, indent=2))
+    return ExitCode.OK
+
+
+def run_command(config: Config) -> int:
+    """Build everything (no network yet), then run ``once`` or ``run``."""
+    from dagsync.app import App
+
+    app = App.build(config)
+    try:
+        return app.once() if config.command == "once" else app.run()
+    except Abandoned:
+        log.info("stopped before the sync finished")
+        return ExitCode.FAILED
+    finally:
+        app.close()

@@ -1,0 +1,523 @@
+"""The typed configuration, built once from flags > env > git-sync env > YAML file > defaults.
+
+This is the only module that reads ``os.environ`` (callers pass it in). Everything is validated
+here, before any network access; errors are one line naming the flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dagsync.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "DAGSYNC_"
+# Variables dagsync itself sets for hooks and checks; seeing them is not a typo.
+ENV_SET_BY_DAGSYNC = frozenset({"DAGSYNC_CANDIDATE", "DAGSYNC_REVISION", "DAGSYNC_PATH"})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user-facing option: flag ``--name``, env ``DAGSYNC_NAME``, YAML key ``name``."""
+
+    name: str
+    kind: str  # str | int | duration | size | bool | list | choice
+    default: Any
+    help: str
+    group: str = "common"
+    commands: frozenset[str] = frozenset({"once", "run"})
+    choices: tuple[str, ...] = ()
+
+    @property
+    def attr(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.attr.upper()
+
+
+RUN = frozenset({"run"})
+OPTIONS: tuple[Option, ...] = (
+    Option("source", "str", None, "git, oss, azure, local or a plug-in's name (default: inferred)"),
+    Option("root", "str", "./dagsync-root", "shared volume; state lives under ROOT/.dagsync"),
+    Option("link", "str", "current", "symlink ROOT/LINK -> published revision"),
+    Option("subpath", "str", None, "publish only this sub-folder of the source"),
+    Option("include", "list", (), "gitignore-style glob to publish (repeatable)"),
+    Option("exclude", "list", (), "gitignore-style glob to leave out (repeatable)"),
+    Option("period", "duration", "60s", "time between syncs (+-10%% jitter)", commands=RUN),
+    Option("sync-timeout", "duration", "5m", "abandon one sync attempt after this"),
+    Option("max-failures", "int", -1, "exit 1 after N consecutive failures; -1 = never", commands=RUN),
+    Option("keep-revisions", "int", 2, "published revisions kept on disk"),
+    Option("revision-grace", "duration", "5m", "keep a superseded revision at least this long"),
+    Option("touch-file", "str", None, "touched after every publish (relative to the root)"),
+    Option("error-file", "str", None, "last error as JSON; removed after the next success"),
+    Option("check", "str", None, "gate before publish: 'python' or 'cmd:SHELL COMMAND'"),
+    Option("max-bytes", "size", "2G", "refuse a revision larger than this"),
+    Option("max-files", "int", 100000, "refuse a revision with more files than this"),
+    Option("concurrency", "int", 8, "parallel requests for object-store sources"),
+    Option("exechook-command", "str", None, "run through /bin/sh -c after each publish"),
+    Option("webhook-url", "str", None, "POST JSON here after each publish"),
+    Option("http-bind", "str", None, "metrics/health/trigger address (run: 0.0.0.0:9797)"),
+    Option("trigger-secret-file", "str", None, "secret that POST /sync must prove"),
+    Option("log-format", "choice", "text", "text or json", choices=("text", "json")),
+    Option(
+        "log-level",
+        "choice",
+        "info",
+        "log level",
+        choices=("debug", "info", "warning", "error"),
+    ),
+    Option("source-option", "list", (), "KEY=VALUE for a plug-in source (repeatable)"),
+    # git
+    Option("repo", "str", None, "git URL: https, ssh, git:// or file://", "git"),
+    Option("ref", "str", "HEAD", "branch, tag or full commit SHA", "git"),
+    Option("depth", "int", 1, "fetch depth; 0 = full history", "git"),
+    Option(
+        "submodules", "choice", "recursive", "submodules", "git", choices=("recursive", "shallow", "off")
+    ),
+    Option("ssh-key-file", "str", None, "private key for ssh", "git"),
+    Option("ssh-known-hosts-file", "str", None, "known_hosts for strict host checking", "git"),
+    Option("ssh-known-hosts", "bool", True, "check ssh host keys (false disables)", "git"),
+    Option("username", "str", None, "https basic-auth user", "git"),
+    Option("password-file", "str", None, "https password or token (re-read every sync)", "git"),
+    # oss
+    Option("oss-endpoint", "str", None, "OSS endpoint URL", "oss"),
+    Option("oss-bucket", "str", None, "OSS bucket", "oss"),
+    Option("oss-prefix", "str", "", "only keys under this prefix (stripped)", "oss"),
+    Option("oss-region", "str", None, "region for V4 signatures (default: V1 signatures)", "oss"),
+    Option("oss-access-key-id", "str", None, "access key id (else env OSS_ACCESS_KEY_ID)", "oss"),
+    Option("oss-access-key-secret-file", "str", None, "file with the access key secret", "oss"),
+    # azure
+    Option("azure-share", "str", None, "Azure Files share", "azure"),
+    Option("azure-path", "str", "", "directory inside the share", "azure"),
+    Option("azure-account-url", "str", None, "https://ACCOUNT.file.core.windows.net", "azure"),
+    Option("azure-account-key-file", "str", None, "file with the account key", "azure"),
+    Option("azure-sas-token-file", "str", None, "file with a SAS token", "azure"),
+    # local
+    Option("local-path", "str", None, "directory to publish", "local"),
+)
+OPTIONS_BY_ATTR = {o.attr: o for o in OPTIONS}
+
+# Options whose presence names the source when --source is not given.
+SOURCE_HINTS = {
+    "repo": "git",
+    "oss_bucket": "oss",
+    "oss_endpoint": "oss",
+    "azure_share": "azure",
+    "local_path": "local",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one dagsync process needs, validated."""
+
+    command: str
+    source: str
+    root: Path
+    link: str
+    subpath: str | None
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    period: float
+    sync_timeout: float
+    max_failures: int
+    keep_revisions: int
+    revision_grace: float
+    touch_file: Path | None
+    error_file: Path | None
+    check: str | None
+    max_bytes: int
+    max_files: int
+    concurrency: int
+    exechook_command: str | None
+    webhook_url: str | None
+    http_bind: str | None
+    trigger_secret_file: Path | None
+    log_format: str
+    log_level: str
+    source_option: Mapping[str, str]
+    repo: str | None
+    ref: str
+    depth: int
+    submodules: str
+    ssh_key_file: Path | None
+    ssh_known_hosts_file: Path | None
+    ssh_known_hosts: bool
+    username: str | None
+    password_file: Path | None
+    oss_endpoint: str | None
+    oss_bucket: str | None
+    oss_prefix: str
+    oss_region: str | None
+    oss_access_key_id: str | None
+    oss_access_key_secret_file: Path | None
+    azure_share: str | None
+    azure_path: str
+    azure_account_url: str | None
+    azure_account_key_file: Path | None
+    azure_sas_token_file: Path | None
+    local_path: Path | None
+    # Secrets that arrive through the environment; never in argv, never in repr.
+    password: str | None = field(default=None, repr=False)
+    oss_env_access_key_id: str | None = field(default=None, repr=False)
+    oss_env_access_key_secret: str | None = field(default=None, repr=False)
+    oss_env_session_token: str | None = field(default=None, repr=False)
+    azure_connection_string: str | None = field(default=None, repr=False)
+    # git-sync mode (SPEC section 7).
+    gitsync_mode: bool = False
+    first_sync_must_succeed: bool = False
+    # The environment for child processes (git, hooks, checks), without dagsync's own
+    # variables and without cloud credentials, which only the SDK sources need.
+    child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def link_path(self) -> Path:
+        link = Path(self.link)
+        return link if link.is_absolute() else self.root / link
+
+    def resolve_under_root(self, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        return path if path.is_absolute() else self.root / path
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|s|m|h|d)?")
+_DURATION_UNITS = {
+    None: 1.0,
+    "s": 1.0,
+    "ms": 1e-3,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ns": 1e-9,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+
+
+def parse_duration(text: str | float | int, option: str = "duration") -> float:
+    """Seconds from ``90``, ``90s``, ``5m``, ``1h``, ``500ms`` or a Go duration like ``1m30s``."""
+    if isinstance(text, bool):
+        raise ConfigError(f"--{option}: invalid duration {text!r}", option)
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ConfigError(f"--{option}: duration must not be negative", option)
+        return float(text)
+    raw = text.strip()
+    pos, total, parts = 0, 0.0, 0
+    while pos < len(raw):
+        m = _DURATION_PART.match(raw, pos)
+        if not m or (m.group(2) is None and pos + len(m.group(0)) != len(raw)):
+            raise ConfigError(
+                f"--{option}: invalid duration {text!r} (use e.g. 90, 90s, 5m, 1h, 500ms)",
+                option,
+            )
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+        parts += 1
+        if m.group(2) is None:
+            break
+    if not parts:
+        raise ConfigError(f"--{option}: invalid duration {text!r} (use e.g. 90s, 5m)", option)
+    return total
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
+
+
+def parse_size(text: str | int, option: str = "size") -> int:
+    """Bytes from ``512k``, ``10M``, ``2G`` (binary multiples) or a plain number."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _SIZE.fullmatch(str(text).strip())
+    if not m:
+        raise ConfigError(f"--{option}: invalid size {text!r} (use e.g. 512k, 10M, 2G)", option)
+    power = " kmgt".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * 1024**power)
+
+
+def parse_bool(text: str | bool, option: str = "flag") -> bool:
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"--{option}: expected true or false, got {text!r}", option)
+
+
+def parse_int(text: str | int, option: str) -> int:
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"--{option}: expected an integer, got {text!r}", option) from None
+
+
+def _as_list(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    return tuple(str(v) for v in value)
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """The --config file as a mapping of option attrs to raw values."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}", "config") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config: {path} is not valid YAML: {exc}", "config") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping of option: value", "config")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        attr = str(key).replace("-", "_")
+        if attr not in OPTIONS_BY_ATTR:
+            raise ConfigError(f"--config: unknown key {key!r} in {path}", "config")
+        out[attr] = value
+    return out
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Raw values from ``DAGSYNC_*`` variables; unknown ones get a warning (probably typos)."""
+    known = {o.env: o.attr for o in OPTIONS}
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_SET_BY_DAGSYNC:
+            continue
+        if name == "DAGSYNC_CONFIG":
+            continue
+        attr = known.get(name)
+        if attr is None:
+            log.warning("ignoring unknown environment variable %s (a typo?)", name)
+            continue
+        out[attr] = value
+    return out
+
+
+def layer(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    compat: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge the layers by precedence: flag > DAGSYNC_* env > git-sync env > file > default."""
+    config_file = flags.get("config") or environ.get("DAGSYNC_CONFIG")
+    merged: dict[str, Any] = {o.attr: o.default for o in OPTIONS}
+    if config_file:
+        merged.update(read_yaml(config_file))
+    merged.update(compat or {})
+    merged.update(env_layer(environ))
+    merged.update({k: v for k, v in flags.items() if v is not None and k in OPTIONS_BY_ATTR})
+    return merged
+
+
+def _path(value: Any) -> Path | None:
+    return Path(str(value)) if value not in (None, "") else None
+
+
+def _source_options(values: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--source-option: expected KEY=VALUE, got {item!r}", "source-option")
+        out[key] = value
+    return out
+
+
+def infer_source(raw: Mapping[str, Any]) -> str:
+    if raw.get("source"):
+        return str(raw["source"]).strip().lower()
+    found = sorted({src for attr, src in SOURCE_HINTS.items() if raw.get(attr)})
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ConfigError(
+            "--source is required (git, oss, azure, local), or give --repo, --oss-bucket, "
+            "--azure-share or --local-path",
+            "source",
+        )
+    raise ConfigError(f"--source is ambiguous: options for {', '.join(found)} given", "source")
+
+
+def build(
+    command: str,
+    raw: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    gitsync_mode: bool = False,
+    first_sync_must_succeed: bool = False,
+    password: str | None = None,
+) -> Config:
+    """Turn merged raw values into a validated :class:`Config`."""
+    http_bind = raw.get("http_bind")
+    if http_bind is None:
+        http_bind = "0.0.0.0:9797" if command == "run" else ""
+    choice = {}
+    for attr in ("log_format", "log_level", "submodules"):
+        opt = OPTIONS_BY_ATTR[attr]
+        value = str(raw[attr]).strip().lower()
+        if value not in opt.choices:
+            raise ConfigError(
+                f"--{opt.name}: must be one of {', '.join(opt.choices)}, got {raw[attr]!r}",
+                opt.name,
+            )
+        choice[attr] = value
+    ints = {
+        a: parse_int(raw[a], OPTIONS_BY_ATTR[a].name)
+        for a in ("max_failures", "keep_revisions", "max_files", "concurrency", "depth")
+    }
+    for attr, low in (("keep_revisions", 1), ("max_files", 1), ("concurrency", 1), ("depth", 0)):
+        if ints[attr] < low:
+            raise ConfigError(
+                f"--{OPTIONS_BY_ATTR[attr].name}: must be at least {low}",
+                OPTIONS_BY_ATTR[attr].name,
+            )
+    period = parse_duration(raw["period"], "period")
+    if period <= 0:
+        raise ConfigError("--period: must be greater than zero", "period")
+    sync_timeout = parse_duration(raw["sync_timeout"], "sync-timeout")
+    if sync_timeout <= 0:
+        raise ConfigError("--sync-timeout: must be greater than zero", "sync-timeout")
+    check = raw.get("check") or None
+    if check is not None and check != "python" and not str(check).startswith("cmd:"):
+        raise ConfigError(f"--check: use 'python' or 'cmd:COMMAND', got {check!r}", "check")
+    root = Path(str(raw["root"] or "./dagsync-root")).absolute()
+    link = str(raw["link"] or "current")
+    if link.strip("/") in ("", ".", "..", ".dagsync") or "\x00" in link:
+        raise ConfigError(f"--link: invalid link name {link!r}", "link")
+    cfg = Config(
+        command=command,
+        source=infer_source(raw),
+        root=root,
+        link=link,
+        subpath=(str(raw["subpath"]).strip("/") or None) if raw.get("subpath") else None,
+        include=_as_list(raw.get("include")),
+        exclude=_as_list(raw.get("exclude")),
+        period=period,
+        sync_timeout=sync_timeout,
+        max_failures=ints["max_failures"],
+        keep_revisions=ints["keep_revisions"],
+        revision_grace=parse_duration(raw["revision_grace"], "revision-grace"),
+        touch_file=_path(raw.get("touch_file")),
+        error_file=_path(raw.get("error_file")),
+        check=check,
+        max_bytes=parse_size(raw["max_bytes"], "max-bytes"),
+        max_files=ints["max_files"],
+        concurrency=ints["concurrency"],
+        exechook_command=raw.get("exechook_command") or None,
+        webhook_url=raw.get("webhook_url") or None,
+        http_bind=str(http_bind).strip() or None,
+        trigger_secret_file=_path(raw.get("trigger_secret_file")),
+        log_format=choice["log_format"],
+        log_level=choice["log_level"],
+        source_option=_source_options(_as_list(raw.get("source_option"))),
+        repo=raw.get("repo") or None,
+        ref=str(raw.get("ref") or "HEAD"),
+        depth=ints["depth"],
+        submodules=choice["submodules"],
+        ssh_key_file=_path(raw.get("ssh_key_file")),
+        ssh_known_hosts_file=_path(raw.get("ssh_known_hosts_file")),
+        ssh_known_hosts=parse_bool(raw["ssh_known_hosts"], "ssh-known-hosts"),
+        username=raw.get("username") or None,
+        password_file=_path(raw.get("password_file")),
+        oss_endpoint=raw.get("oss_endpoint") or None,
+        oss_bucket=raw.get("oss_bucket") or None,
+        oss_prefix=str(raw.get("oss_prefix") or ""),
+        oss_region=raw.get("oss_region") or None,
+        oss_access_key_id=raw.get("oss_access_key_id") or None,
+        oss_access_key_secret_file=_path(raw.get("oss_access_key_secret_file")),
+        azure_share=raw.get("azure_share") or None,
+        azure_path=str(raw.get("azure_path") or "").strip("/"),
+        azure_account_url=raw.get("azure_account_url") or None,
+        azure_account_key_file=_path(raw.get("azure_account_key_file")),
+        azure_sas_token_file=_path(raw.get("azure_sas_token_file")),
+        local_path=_path(raw.get("local_path")),
+        password=password,
+        oss_env_access_key_id=environ.get("OSS_ACCESS_KEY_ID") or None,
+        oss_env_access_key_secret=environ.get("OSS_ACCESS_KEY_SECRET") or None,
+        oss_env_session_token=environ.get("OSS_SESSION_TOKEN") or None,
+        azure_connection_string=environ.get("AZURE_STORAGE_CONNECTION_STRING") or None,
+        gitsync_mode=gitsync_mode,
+        first_sync_must_succeed=first_sync_must_succeed,
+        child_env=child_environment(environ),
+    )
+    for attr in ("trigger_secret_file",):
+        require_readable(getattr(cfg, attr), OPTIONS_BY_ATTR[attr].name)
+    return cfg
+
+
+SECRET_ENV = frozenset(
+    {
+        "OSS_ACCESS_KEY_ID",
+        "OSS_ACCESS_KEY_SECRET",
+        "OSS_SESSION_TOKEN",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "GITSYNC_PASSWORD",
+        "GIT_SYNC_PASSWORD",
+    }
+)
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What child processes inherit: everything but dagsync's settings and secrets."""
+    return {
+        k: v
+        for k, v in environ.items()
+        if k not in SECRET_ENV and not k.startswith((ENV_PREFIX, "GITSYNC_", "GIT_SYNC_"))
+    }
+
+
+def require_readable(path: Path | None, option: str) -> None:
+    """A file named by an option must be readable now, not at the first sync."""
+    if path is None:
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--{option}: cannot read {path}: {exc.strerror}", option) from None
+
+
+def load(
+    command: str,
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+) -> Config:
+    """The configuration for ``command`` from flags and the environment (and git-sync's)."""
+    from dagsync import compat
+
+    translated = compat.translate(environ)
+    raw = layer(flags, environ, translated.values)
+    return build(
+        command,
+        raw,
+        environ,
+        gitsync_mode=translated.active,
+        first_sync_must_succeed=translated.first_sync_must_succeed
+        and "max_failures" not in _explicit(flags, environ),
+        password=translated.password,
+    )
+
+
+def _explicit(flags: Mapping[str, Any], environ: Mapping[str, str]) -> set[str]:
+    """Options the user set through dagsync's own names (these beat git-sync's rules)."""
+    return {k for k, v in flags.items() if v is not None} | {
+        o.attr for o in OPTIONS if o.env in environ
+    }

@@ -1,0 +1,182 @@
+"""What a revision holds, as plain values: entries, the revision digest, diffs and path safety.
+
+Pure functions only: no I/O and no clock, so they are tested with plain values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import pathspec
+
+from dagsync.errors import UnsafePath
+
+MODE_FILE = 0o644
+MODE_EXEC = 0o755
+MODE_SYMLINK = 0o120000
+
+
+@dataclass(frozen=True, order=True)
+class Entry:
+    """One file of a revision: its path inside the tree, size, change token and mode.
+
+    ``token`` identifies the content: a git blob SHA, an ETag/CRC/MD5 from a store, or
+    ``size:mtime_ns`` for a local directory. ``target`` is the link text of a symlink.
+    """
+
+    path: str
+    size: int
+    token: str
+    mode: int = MODE_FILE
+    target: str = ""
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.mode == MODE_SYMLINK
+
+    def same_content(self, other: Entry) -> bool:
+        return (self.size, self.token, self.mode, self.target) == (
+            other.size,
+            other.token,
+            other.mode,
+            other.target,
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The sorted entries of one revision."""
+
+    entries: tuple[Entry, ...]
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry]) -> Manifest:
+        ordered = sorted(entries)
+        for first, second in zip(ordered, ordered[1:], strict=False):
+            if first.path == second.path:
+                raise UnsafePath(f"duplicate path in source listing: {first.path!r}", first.path)
+        return cls(tuple(ordered))
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def by_path(self) -> dict[str, Entry]:
+        return {e.path: e for e in self.entries}
+
+    def digest(self) -> str:
+        """The revision id of a store: the same remote state always gives the same id."""
+        h = hashlib.sha256()
+        for e in self.entries:
+            h.update(json.dumps([e.path, e.size, e.token, e.mode, e.target]).encode())
+            h.update(b"\n")
+        return h.hexdigest()[:40]
+
+    def to_json(self) -> str:
+        rows = [[e.path, e.size, e.token, e.mode, e.target] for e in self.entries]
+        return json.dumps({"version": 1, "entries": rows}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        return cls(tuple(sorted(Entry(*row) for row in data["entries"])))
+
+
+@dataclass(frozen=True)
+class ManifestDiff:
+    """How to build a new revision from the previous one."""
+
+    reuse: tuple[Entry, ...]
+    fetch: tuple[Entry, ...]
+    removed: tuple[str, ...]
+
+
+def diff(new: Manifest, previous: Manifest | None) -> ManifestDiff:
+    """Entries of ``new`` that can be taken from ``previous`` unchanged, and those to fetch."""
+    old = previous.by_path() if previous else {}
+    reuse: list[Entry] = []
+    fetch: list[Entry] = []
+    for entry in new.entries:
+        before = old.get(entry.path)
+        if before is not None and before.same_content(entry) and not entry.is_symlink:
+            reuse.append(entry)
+        else:
+            fetch.append(entry)
+    new_paths = {e.path for e in new.entries}
+    removed = tuple(sorted(p for p in old if p not in new_paths))
+    return ManifestDiff(tuple(reuse), tuple(fetch), removed)
+
+
+def safe_path(raw: str) -> str:
+    """Normalise a source path to a relative POSIX path, refusing anything that could escape.
+
+    Refuses absolute paths, ``..`` components, NUL, backslashes (Windows separators that a
+    later tool could honour) and empty names; the error names the offending key.
+    """
+    if not raw or "\x00" in raw or "\\" in raw:
+        raise UnsafePath(f"refusing unsafe path {raw!r}", raw)
+    if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":"):
+        raise UnsafePath(f"refusing absolute path {raw!r}", raw)
+    parts = raw.split("/")
+    if any(p in ("..",) for p in parts):
+        raise UnsafePath(f"refusing path that escapes the tree {raw!r}", raw)
+    clean = [p for p in parts if p not in ("", ".")]
+    if not clean:
+        raise UnsafePath(f"refusing empty path {raw!r}", raw)
+    return "/".join(clean)
+
+
+def safe_symlink_target(path: str, target: str) -> None:
+    """A symlink may point anywhere inside the tree, but not out of it."""
+    if not target or "\x00" in target or target.startswith("/"):
+        raise UnsafePath(f"refusing symlink {path!r} -> {target!r} that leaves the tree", path)
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if joined == ".." or joined.startswith("../"):
+        raise UnsafePath(f"refusing symlink {path!r} -> {target!r} that leaves the tree", path)
+
+
+class Selector:
+    """--subpath, --include and --exclude applied to source paths (gitignore dialect)."""
+
+    def __init__(
+        self, subpath: str | None, include: Sequence[str] = (), exclude: Sequence[str] = ()
+    ) -> None:
+        self.subpath = safe_path(subpath) if subpath and subpath.strip("/") else ""
+        self._include = pathspec.GitIgnoreSpec.from_lines(include) if include else None
+        self._exclude = pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None
+
+    def select(self, source_path: str) -> str | None:
+        """The published path of ``source_path``, or None when it is not published."""
+        path = source_path
+        if self.subpath:
+            prefix = self.subpath + "/"
+            if not path.startswith(prefix):
+                return None
+            path = path[len(prefix) :]
+        if self._include is not None and not self._include.match_file(path):
+            return None
+        if self._exclude is not None and self._exclude.match_file(path):
+            return None
+        return path
+
+
+def check_limits(manifest: Manifest, max_files: int, max_bytes: int) -> None:
+    """Refuse a revision that would overflow the volume."""
+    from dagsync.errors import LimitExceeded
+
+    if len(manifest) > max_files:
+        raise LimitExceeded(
+            f"revision has {len(manifest)} files, more than --max-files {max_files}", None
+        )
+    total = manifest.total_bytes
+    if total > max_bytes:
+        raise LimitExceeded(
+            f"revision has {total} bytes, more than --max-bytes {max_bytes}", None
+        )

@@ -1,0 +1,134 @@
+"""The Source contract, the values passed through a pass, and the plug-in registry.
+
+Sources are found through the entry-point group ``dagsync.sources``; dagsync's own sources are
+registered there too, so the mechanism third-party plug-ins use is always exercised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from dagsync.errors import ConfigError
+from dagsync.manifest import Manifest
+
+if TYPE_CHECKING:
+    from dagsync.config import Config
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "dagsync.sources"
+EXTRA_FOR = {"oss": "oss", "azure": "azure"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``resolve`` found: the revision id to compare, and what it is made of if known.
+
+    Stores know their ``manifest`` after listing; git learns it only after fetching the commit.
+    ``detail`` carries source-private data from ``resolve`` to ``fetch`` (e.g. the ref name).
+    """
+
+    revision: str
+    manifest: Manifest | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A complete revision on disk: its id, folder and manifest (to reuse unchanged files)."""
+
+    revision: str
+    path: Path
+    manifest: Manifest
+
+
+@dataclass
+class FetchStats:
+    """What one ``fetch`` did; ``manifest`` is the tree written into ``dest``."""
+
+    manifest: Manifest
+    downloaded_files: int = 0
+    downloaded_bytes: int = 0
+    reused_files: int = 0
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A place DAG files come from.
+
+    A source is constructed as ``SourceClass(config, cache_dir)``. The constructor validates
+    its options and raises :class:`~dagsync.errors.ConfigError` naming the flag; it must not
+    touch the network. ``cache_dir`` is a private folder under ``ROOT/.dagsync/cache/`` that
+    survives between passes (git keeps its bare repository there).
+    """
+
+    name: ClassVar[str]
+
+    def resolve(self, deadline: float) -> Plan:
+        """Ask the remote, as cheaply as possible, which revision is current.
+
+        ``deadline`` is a ``time.monotonic()`` value; raise SourceError on failure and
+        SyncTimeout past the deadline. When ``Plan.revision`` equals the published revision
+        nothing else is called, so this must not download contents it could avoid.
+        """
+        ...
+
+    def fetch(
+        self, plan: Plan, dest: Path, previous: Published | None, deadline: float
+    ) -> FetchStats:
+        """Write the complete tree of ``plan`` into the empty folder ``dest``.
+
+        Files whose content equals the one in ``previous`` are hard-linked from
+        ``previous.path`` (see :class:`dagsync.tree.TreeWriter`), so they keep their inode and
+        mtime. Apply the --subpath/--include/--exclude selection, refuse unsafe paths and
+        --max-files/--max-bytes overflows. Raise SourceError on any failure: a partial tree
+        is never published.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections, child processes and watchers."""
+        ...
+
+
+@runtime_checkable
+class WatchingSource(Source, Protocol):
+    """A source that can notice changes itself (file events) and ask for a sync."""
+
+    def watch(self, notify: Callable[[], None]) -> None:
+        """Start watching; call ``notify`` (from any thread) when the source changed."""
+        ...
+
+
+SourceFactory = Callable[["Config", Path], Source]
+
+
+def available() -> dict[str, Any]:
+    """The registered sources by name (entry points, not yet loaded)."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_source_class(name: str) -> SourceFactory:
+    """The class registered as ``name``; a missing optional SDK becomes an install hint."""
+    registered = available()
+    for other, ep in registered.items():
+        if other != name:
+            continue
+        try:
+            cls: SourceFactory = ep.load()
+        except ModuleNotFoundError as exc:
+            extra = EXTRA_FOR.get(name, name)
+            raise ConfigError(
+                f"--source {name}: missing dependency {exc.name!r}; install dagsync[{extra}]",
+                "source",
+            ) from None
+        except Exception as exc:  # a broken plug-in is fatal only when it is the one asked for
+            raise ConfigError(f"--source {name}: plug-in failed to load: {exc}", "source") from None
+        return cls
+    names = ", ".join(sorted(registered)) or "none"
+    raise ConfigError(f"--source: unknown source {name!r} (available: {names})", "source")

@@ -1,0 +1,294 @@
+"""The git source: ``ls-remote`` to resolve, a shallow fetch into a bare cache, then the tree is
+written blob by blob so unchanged blobs are hard-linked from the previous revision."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import git  # GitPython: the cache repository and its object database (cat-file --batch)
+
+from dagsync.config import Config, require_readable
+from dagsync.errors import ConfigError, SourceError
+from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, Entry, Manifest, Selector, check_limits, diff
+from dagsync.procs import run_bounded
+from dagsync.redact import redact, redact_url, register_secret
+from dagsync.sources.base import FetchStats, Plan, Published
+from dagsync.sources.git_auth import GitAuth
+from dagsync.timing import remaining
+from dagsync.tree import TreeWriter
+
+log = logging.getLogger(__name__)
+
+FULL_SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+CHUNK_BYTES = 1 << 20
+KEEP_REF = "refs/dagsync/current"
+ERROR_TAIL_CHARS = 300
+
+
+@dataclass(frozen=True)
+class TreeItem:
+    mode: str
+    kind: str  # blob | commit (a submodule) | tree
+    sha: str
+    size: int
+    path: str
+
+
+class GitSource:
+    """Publishes a commit of a git repository."""
+
+    name: ClassVar[str] = "git"
+
+    def __init__(self, config: Config, cache_dir: Path) -> None:
+        if not config.repo:
+            raise ConfigError("--repo is required for --source git", "repo")
+        if config.password_file and not config.username:
+            raise ConfigError("--password-file needs --username", "username")
+        for option, path in (
+            ("password-file", config.password_file),
+            ("ssh-key-file", config.ssh_key_file),
+            ("ssh-known-hosts-file", config.ssh_known_hosts_file),
+        ):
+            require_readable(path, option)
+        self.config = config
+        self.url = normalise_url(config.repo)
+        self.shown_url = redact_url(self.url)
+        register_secret(config.password)
+        self.cache_dir = cache_dir
+        self.auth = GitAuth(config)
+        self._repos: dict[Path, git.Repo] = {}
+
+    # -- resolve -------------------------------------------------------------------------
+    def resolve(self, deadline: float) -> Plan:
+        ref = self.config.ref
+        if FULL_SHA.match(ref.lower()):
+            return Plan(revision=ref.lower(), detail={"ref": ref.lower()})
+        patterns = ["HEAD"] if ref == "HEAD" else [ref, f"{ref}^{{}}"]
+        out = self._git(["ls-remote", "--", self.url, *patterns], deadline, None, "ls-remote")
+        refs: dict[str, str] = {}
+        for line in out.decode(errors="replace").splitlines():
+            sha, _, name = line.partition("\t")
+            refs[name.strip()] = sha.strip()
+        for candidate in pick_ref_names(ref):
+            if candidate in refs:
+                return Plan(revision=refs[candidate], detail={"ref": candidate})
+        raise SourceError(f"--ref {ref!r} not found in {self.shown_url}", ref)
+
+    # -- fetch ---------------------------------------------------------------------------
+    def fetch(
+        self, plan: Plan, dest: Path, previous: Published | None, deadline: float
+    ) -> FetchStats:
+        repo_dir = self.cache_dir / "repo.git"
+        self._ensure_commit(repo_dir, self.url, plan.revision, plan.detail.get("ref"), deadline)
+        selector = Selector(self.config.subpath, self.config.include, self.config.exclude)
+        items: list[tuple[str, Path, TreeItem]] = []  # (published path, repo, item)
+        self._collect(repo_dir, self.url, plan.revision, "", selector, items, 0, deadline)
+        entries = []
+        for path, repo, item in items:
+            target = ""
+            mode = {"100755": MODE_EXEC, "120000": MODE_SYMLINK}.get(item.mode, MODE_FILE)
+            if mode == MODE_SYMLINK:
+                target = self._read_blob(repo, item.sha).decode("utf-8", "surrogateescape")
+            entries.append(Entry(path, item.size, item.sha, mode, target))
+        manifest = Manifest.of(entries)
+        check_limits(manifest, self.config.max_files, self.config.max_bytes)
+        where = {path: (repo, item) for path, repo, item in items}
+        plan_diff = diff(manifest, previous.manifest if previous else None)
+        writer = TreeWriter(dest, previous)
+        stats = FetchStats(manifest=manifest)
+        for entry in plan_diff.reuse:
+            if writer.reuse(entry):
+                stats.reused_files += 1
+            else:
+                self._write(writer, entry, *where[entry.path], stats)
+        for entry in plan_diff.fetch:
+            remaining(deadline)
+            self._write(writer, entry, *where[entry.path], stats)
+        writer.finish()
+        return stats
+
+    def _write(
+        self, writer: TreeWriter, entry: Entry, repo: Path, item: TreeItem, stats: FetchStats
+    ) -> None:
+        if entry.is_symlink:
+            writer.symlink(entry)
+        else:
+            with writer.open(entry) as fh:
+                ostream = self._repo(repo).odb.stream(bytes.fromhex(item.sha))
+                while chunk := ostream.read(CHUNK_BYTES):
+                    fh.write(chunk)
+        stats.downloaded_files += 1
+        stats.downloaded_bytes += entry.size
+
+    def _collect(
+        self,
+        repo_dir: Path,
+        url: str,
+        commit: str,
+        prefix: str,
+        selector: Selector,
+        out: list[tuple[str, Path, TreeItem]],
+        level: int,
+        deadline: float,
+    ) -> None:
+        """Every blob of ``commit`` (and of its submodules, as configured) that is selected."""
+        listing = self._git(
+            ["ls-tree", "-r", "-z", "-l", "--full-tree", commit], deadline, repo_dir, "ls-tree"
+        )
+        submodules: list[TreeItem] = []
+        for record in listing.split(b"\0"):
+            if not record:
+                continue
+            meta, _, raw_path = record.partition(b"\t")
+            mode, kind, sha, size = meta.decode().split()
+            item = TreeItem(mode, kind, sha, int(size) if size != "-" else 0, "")
+            path = prefix + raw_path.decode("utf-8", "surrogateescape")
+            if kind == "commit":
+                submodules.append(TreeItem(mode, kind, sha, 0, path))
+                continue
+            if kind != "blob":
+                continue
+            published = selector.select(path)
+            if published is not None:
+                out.append((published, repo_dir, TreeItem(mode, kind, sha, item.size, path)))
+        mode = self.config.submodules
+        if not submodules or mode == "off" or (mode == "shallow" and level >= 1):
+            return
+        urls = self._submodule_urls(repo_dir, commit, deadline)
+        for sub in submodules:
+            rel = sub.path[len(prefix) :]
+            if not _may_select(selector, sub.path):
+                continue
+            sub_url = urls.get(rel)
+            if sub_url is None:
+                raise SourceError(f"submodule {sub.path!r} has no url in .gitmodules", sub.path)
+            sub_url = resolve_submodule_url(url, sub_url)
+            sub_dir = self.cache_dir / "modules" / re.sub(r"[^A-Za-z0-9._-]", "_", sub.path)
+            self._ensure_commit(sub_dir, sub_url, sub.sha, None, deadline)
+            self._collect(
+                sub_dir, sub_url, sub.sha, sub.path + "/", selector, out, level + 1, deadline
+            )
+
+    def _submodule_urls(self, repo_dir: Path, commit: str, deadline: float) -> dict[str, str]:
+        try:
+            raw = self._git(
+                ["config", "--blob", f"{commit}:.gitmodules", "--list", "-z"],
+                deadline,
+                repo_dir,
+                ".gitmodules",
+            )
+        except SourceError:
+            return {}
+        names: dict[str, str] = {}
+        urls: dict[str, str] = {}
+        for record in raw.decode(errors="replace").split("\0"):
+            key, _, value = record.partition("\n")
+            if key.startswith("submodule.") and key.endswith(".path"):
+                names[key[len("submodule.") : -len(".path")]] = value
+            elif key.startswith("submodule.") and key.endswith(".url"):
+                urls[key[len("submodule.") : -len(".url")]] = value
+        return {path: urls[name] for name, path in names.items() if name in urls}
+
+    def _ensure_commit(
+        self, repo_dir: Path, url: str, sha: str, ref: str | None, deadline: float
+    ) -> None:
+        """Fetch ``sha`` into the bare cache unless it is there already."""
+        if not (repo_dir / "HEAD").exists():
+            repo_dir.mkdir(parents=True, exist_ok=True)
+            self._git(["init", "--bare", "--quiet", str(repo_dir)], deadline, None, "init")
+            self._git(["config", "gc.pruneExpire", "1.hour.ago"], deadline, repo_dir, "config")
+        if not self._has_commit(repo_dir, sha, deadline):
+            args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc"]
+            if self.config.depth > 0:
+                args.append(f"--depth={self.config.depth}")
+            elif (repo_dir / "shallow").exists():
+                args.append("--unshallow")
+            try:
+                self._git([*args, "--", url, sha], deadline, repo_dir, "fetch")
+            except SourceError:
+                if not ref:
+                    raise
+                # Servers that refuse a want by SHA still serve the ref it came from.
+                self._git([*args, "--", url, ref], deadline, repo_dir, "fetch")
+            if not self._has_commit(repo_dir, sha, deadline):
+                raise SourceError(f"commit {sha} not found in {redact_url(url)}", sha)
+        self._git(["update-ref", KEEP_REF, sha], deadline, repo_dir, "update-ref")
+
+    def _has_commit(self, repo_dir: Path, sha: str, deadline: float) -> bool:
+        try:
+            self._git(["cat-file", "-e", f"{sha}^{{commit}}"], deadline, repo_dir, "cat-file")
+        except SourceError:
+            return False
+        return True
+
+    def _repo(self, repo_dir: Path) -> git.Repo:
+        repo = self._repos.get(repo_dir)
+        if repo is None:
+            repo = self._repos[repo_dir] = git.Repo(repo_dir)
+        return repo
+
+    def _read_blob(self, repo_dir: Path, sha: str) -> bytes:
+        return bytes(self._repo(repo_dir).odb.stream(bytes.fromhex(sha)).read())
+
+    def _git(self, args: list[str], deadline: float, repo_dir: Path | None, what: str) -> bytes:
+        argv = ["git", "-c", "credential.helper=", "-c", "protocol.file.allow=always"]
+        if repo_dir is not None:
+            argv += ["--git-dir", str(repo_dir)]
+        result = run_bounded(
+            argv + args,
+            timeout=remaining(deadline, f"git {what}"),
+            what=f"git {what} of {self.shown_url}",
+            env=self.auth.env(),
+        )
+        if result.returncode != 0:
+            detail = redact(result.stderr.decode(errors="replace").strip())
+            detail = " ".join(detail.split())[-ERROR_TAIL_CHARS:]
+            raise SourceError(f"git {what} of {self.shown_url} failed: {detail}", self.shown_url)
+        return result.stdout
+
+    def close(self) -> None:
+        for repo in self._repos.values():
+            repo.close()
+        self._repos.clear()
+        self.auth.close()
+
+
+def pick_ref_names(ref: str) -> list[str]:
+    """Full ref names that ``--ref`` may mean, in the order they win."""
+    if ref == "HEAD":
+        return ["HEAD"]
+    if ref.startswith("refs/"):
+        return [f"{ref}^{{}}", ref]
+    return [f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"]
+
+
+def normalise_url(url: str) -> str:
+    return url.strip()
+
+
+def resolve_submodule_url(parent: str, url: str) -> str:
+    """A relative submodule URL (``../lib.git``) is relative to the superproject's URL."""
+    if not url.startswith(("./", "../")):
+        return url
+    base = parent.rstrip("/")
+    # The path part starts after scheme://host, or after host: in the scp-like form.
+    m = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*", base) or re.match(r"^[^/:]+:", base)
+    floor = m.end() if m else 0
+    while url.startswith(("./", "../")):
+        if url.startswith("./"):
+            url = url[2:]
+            continue
+        url = url[3:]
+        cut = base.rfind("/", floor)
+        base = base[:cut] if cut >= floor else base[:floor]
+    return base + url if base.endswith((":", "/")) else f"{base}/{url}"
+
+
+def _may_select(selector: Selector, path: str) -> bool:
+    """Whether a submodule at ``path`` can hold any file under --subpath."""
+    sub = selector.subpath
+    return not sub or path == sub or path.startswith(sub + "/") or sub.startswith(path + "/")

@@ -1,0 +1,264 @@
+"""The on-disk layout under ROOT/.dagsync: staging, publishing by symlink swap, state, cleanup.
+
+    ROOT/LINK -> .dagsync/revisions/<id>     relative symlink, replaced with rename(2)
+    ROOT/.dagsync/revisions/<id>/            complete published trees
+    ROOT/.dagsync/revisions/<id>.manifest.json
+    ROOT/.dagsync/staging/<random>/          trees being built
+    ROOT/.dagsync/cache/<source>/            source caches
+    ROOT/.dagsync/state.json                 published revision and history
+
+Published trees are never modified: a new revision is built beside them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagsync.errors import PublishError
+from dagsync.manifest import Manifest
+from dagsync.sources.base import Published
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".dagsync"
+AIRFLOWIGNORE_LINE = ".dagsync"
+TMP_LINK_MARK = ".tmp-dagsync-"
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` to a temp file beside ``path`` and rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    revision: str
+    published_at: float
+    superseded_at: float | None = None
+
+
+class RevisionStore:
+    """Everything dagsync keeps under its root, and the only code that changes it."""
+
+    def __init__(self, root: Path, link: str) -> None:
+        self.root = root
+        link_path = Path(link)
+        self.link = link_path if link_path.is_absolute() else root / link_path
+        self.state_dir = root / STATE_DIR
+        self.revisions = self.state_dir / "revisions"
+        self.staging = self.state_dir / "staging"
+        self.cache = self.state_dir / "cache"
+        self.state_file = self.state_dir / "state.json"
+
+    # -- set-up and recovery -------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create the layout and clear what a crash or kill -9 left behind."""
+        try:
+            for folder in (self.root, self.revisions, self.staging, self.cache):
+                folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.state_dir, 0o755)
+            os.chmod(self.revisions, 0o755)
+            self.link.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PublishError(f"--root: cannot create {exc.filename}: {exc.strerror}") from None
+        self._write_airflowignore()
+        self.clear_staging()
+        for stale in self.link.parent.glob(f".{self.link.name}{TMP_LINK_MARK}*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+    def _write_airflowignore(self) -> None:
+        # Airflow pointed at the root would otherwise walk every kept revision.
+        path = self.root / ".airflowignore"
+        try:
+            existing = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            existing = None
+        if existing is None:
+            write_atomic(path, AIRFLOWIGNORE_LINE + "\n")
+        elif AIRFLOWIGNORE_LINE not in existing.splitlines():
+            sep = "" if existing.endswith("\n") or not existing else "\n"
+            write_atomic(path, existing + sep + AIRFLOWIGNORE_LINE + "\n")
+
+    def clear_staging(self) -> None:
+        for leftover in self.staging.iterdir() if self.staging.exists() else ():
+            remove_tree(leftover)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One dagsync at a time per root (e.g. two sidecars on one shared volume)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- reading -------------------------------------------------------------------------
+    def published(self) -> Published | None:
+        """The revision the link points at, if the link and its complete folder exist."""
+        try:
+            target = os.readlink(self.link)
+        except OSError:
+            return None
+        folder = (self.link.parent / target).resolve()
+        if folder.parent != self.revisions.resolve() or not folder.is_dir():
+            return None
+        return self._load(folder.name)
+
+    def reusable(self) -> Published | None:
+        """A complete revision to take unchanged files from: the published one, or the last
+        one recorded in state.json when the link was deleted."""
+        current = self.published()
+        if current is not None:
+            return current
+        revision = self.read_state().get("revision")
+        return self._load(revision) if isinstance(revision, str) else None
+
+    def _load(self, revision: str) -> Published | None:
+        folder = self.revisions / revision
+        try:
+            manifest = Manifest.from_json(self._manifest_path(revision).read_text("utf-8"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return Published(revision, folder, manifest) if folder.is_dir() else None
+
+    def _manifest_path(self, revision: str) -> Path:
+        return self.revisions / f"{revision}.manifest.json"
+
+    def read_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_file.read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    # -- building and publishing ---------------------------------------------------------
+    def new_staging(self) -> Path:
+        path = self.staging / secrets.token_hex(8)
+        path.mkdir(parents=True)
+        return path
+
+    def discard(self, staging: Path) -> None:
+        remove_tree(staging)
+        remove_tree(staging.with_name(staging.name + ".parts"))
+
+    def publish(
+        self, staging: Path, revision: str, manifest: Manifest, source: str, now: float
+    ) -> Published:
+        """Move the finished tree into place and swap the link to it atomically."""
+        folder = self.revisions / revision
+        try:
+            write_atomic(self._manifest_path(revision), manifest.to_json())
+            if folder.exists():
+                # Same id but not published (link deleted, or an old revision still kept):
+                # move the old copy aside so the new one gets fresh mtimes where it must.
+                os.replace(folder, self.staging / f"old-{secrets.token_hex(6)}")
+            os.replace(staging, folder)
+            self._swap_link(folder)
+        except OSError as exc:
+            raise PublishError(f"cannot publish {revision}: {exc.strerror}: {exc.filename}") from exc
+        self._record(revision, manifest, source, now)
+        return Published(revision, folder, manifest)
+
+    def _swap_link(self, folder: Path) -> None:
+        target = os.path.relpath(folder, self.link.parent)
+        tmp = self.link.parent / f".{self.link.name}{TMP_LINK_MARK}{secrets.token_hex(6)}"
+        os.symlink(target, tmp)
+        try:
+            if self.link.is_dir() and not self.link.is_symlink():
+                raise PublishError(f"--link: {self.link} exists and is a real directory")
+            os.replace(tmp, self.link)
+        finally:
+            if tmp.is_symlink():
+                tmp.unlink()
+
+    def _record(self, revision: str, manifest: Manifest, source: str, now: float) -> None:
+        state = self.read_state()
+        history = [
+            HistoryItem(**item) for item in state.get("history", []) if isinstance(item, dict)
+        ]
+        history = [h for h in history if h.revision != revision]
+        history = [
+            HistoryItem(h.revision, h.published_at, h.superseded_at or now) for h in history
+        ]
+        history.insert(0, HistoryItem(revision, now))
+        state = {
+            "revision": revision,
+            "source": source,
+            "published_at": now,
+            "files": len(manifest),
+            "bytes": manifest.total_bytes,
+            "link": str(self.link),
+            "path": str(self.revisions / revision),
+            "history": [h.__dict__ for h in history[:50]],
+        }
+        write_atomic(self.state_file, json.dumps(state, indent=1))
+
+    # -- cleanup -------------------------------------------------------------------------
+    def collect_garbage(self, keep: int, grace: float, now: float) -> list[str]:
+        """Remove revisions beyond the newest ``keep`` that were superseded ``grace`` ago,
+        folders no revision claims, and leftover staging. Returns the removed ids."""
+        history = [HistoryItem(**h) for h in self.read_state().get("history", [])]
+        current = self.published()
+        keep_ids = {h.revision for h in history[:keep]}
+        keep_ids |= {
+            h.revision
+            for h in history
+            if h.superseded_at is None or now - h.superseded_at < grace
+        }
+        if current is not None:
+            keep_ids.add(current.revision)
+        removed = []
+        for path in self.revisions.iterdir() if self.revisions.exists() else ():
+            name = path.name.removesuffix(".manifest.json")
+            if name in keep_ids or name.startswith("."):
+                continue
+            if path.is_dir():
+                removed.append(name)
+            remove_tree(path)
+        self.clear_staging()
+        return removed
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file or folder, also one a non-writable mode protects."""
+    if path.is_symlink() or path.is_file():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+
+    def onerror(func: Any, name: str, exc_info: Any) -> None:
+        # Make the parent writable and try once more; a vanished file is fine.
+        if isinstance(exc_info[1], FileNotFoundError):
+            return
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(name), 0o755)
+            func(name)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=onerror)
+
+
+def now_wall() -> float:
+    return time.time()
