@@ -47,10 +47,10 @@ def _add_option(group: argparse._ArgumentGroup, opt: Option) -> None:
         group.add_argument(flag, dest=opt.attr, action="append", default=None, help=help_text)
     elif opt.kind == "bool":
         group.add_argument(
-            flag, dest=opt.attr, nargs="?", const="true", default=None, metavar="BOOL", help=help_text
+            flag, dest=opt.attr, nargs="?", const="true", metavar="BOOL", help=help_text
         )
     else:
-        group.add_argument(flag, dest=opt.attr, default=None, metavar=opt.kind.upper(), help=help_text)
+        group.add_argument(flag, dest=opt.attr, metavar=opt.kind.upper(), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -133,5 +133,5 @@ class ObjectStoreSource(ABC):
             cancelled.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for subclasses
         """Subclasses release their clients here."""
