@@ -1,0 +1,623 @@
+"""The Helm chart, rendered by Helm's own engine, and the Kubernetes examples.
+
+Rendered objects are validated against the Kubernetes schemas (strict: unknown fields fail);
+the Prometheus operator's CRDs, which those schemas do not cover, are checked by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+helm = pytest.importorskip("helm_python")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts" / "dagsync"
+EXAMPLES = REPO / "examples"
+KUBE_VERSION = "1.30"
+RELEASE = "rel"
+NAMESPACE = "airflow"
+FULLNAME = "rel-dagsync"
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+# Secret names nobody would type: wherever one shows up it must be a reference.
+SSH = "sentinel-ssh-secret"
+KNOWN_HOSTS = "sentinel-known-hosts-secret"
+HTTPS = "sentinel-https-secret"
+OSS = "sentinel-oss-secret"
+AZ_CONN = "sentinel-azure-conn-secret"
+AZ_SAS = "sentinel-azure-sas-secret"
+AZ_KEY = "sentinel-azure-key-secret"
+TRIGGER = "sentinel-trigger-secret"
+SENTINELS = (SSH, KNOWN_HOSTS, HTTPS, OSS, AZ_CONN, AZ_SAS, AZ_KEY, TRIGGER)
+
+CASES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "git-ssh": {
+        "git": {
+            "repo": "git@github.com:acme/dags.git",
+            "ref": "main",
+            "subpath": "dags",
+            "sshKeySecret": SSH,
+            "knownHostsSecret": KNOWN_HOSTS,
+        },
+        "triggerSecret": TRIGGER,
+    },
+    "git-https": {
+        "git": {"repo": "https://github.com/acme/dags.git", "credentialsSecret": HTTPS},
+        "include": ["*.py", "sql/**"],
+        "exclude": ["tests/"],
+        "check": "python",
+    },
+    "oss": {
+        "source": "oss",
+        "oss": {
+            "endpoint": "https://oss-cn-beijing-internal.aliyuncs.com",
+            "bucket": "acme-dags",
+            "prefix": "dags/",
+            "credentialsSecret": OSS,
+        },
+        # Leftover git settings must not leak into another source's pod.
+        "git": {"credentialsSecret": HTTPS},
+    },
+    "azure-connection-string": {
+        "source": "azure",
+        "azure": {"share": "airflow", "path": "dags", "connectionStringSecret": AZ_CONN},
+    },
+    "azure-sas": {
+        "source": "azure",
+        "azure": {
+            "share": "airflow",
+            "accountUrl": "https://acme.file.core.windows.net",
+            "sasTokenSecret": AZ_SAS,
+        },
+    },
+    "azure-account-key": {
+        "source": "azure",
+        "azure": {
+            "share": "airflow",
+            "accountUrl": "https://acme.file.core.windows.net",
+            "accountKeySecret": AZ_KEY,
+        },
+    },
+    "local": {
+        "source": "local",
+        "local": {"path": "/source", "volume": {"nfs": {"server": "nas", "path": "/dags"}}},
+        "persistence": {"existingClaim": "airflow-dags", "accessModes": ["ReadWriteOnce"]},
+    },
+    "monitoring": {
+        "git": {"repo": "https://github.com/acme/dags.git"},
+        "period": "2m",
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "prometheusRule": {"enabled": True, "staleAfterPeriods": 3},
+        "serviceAccount": {"create": True},
+    },
+}
+
+EXPECTED_SOURCE = {
+    "default": "git",
+    "git-ssh": "git",
+    "git-https": "git",
+    "oss": "oss",
+    "azure-connection-string": "azure",
+    "azure-sas": "azure",
+    "azure-account-key": "azure",
+    "local": "local",
+    "monitoring": "git",
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[Any]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: Any, values: dict[str, Any]) -> dict[str, str]:
+    return chart.render(values=values, name=RELEASE, namespace=NAMESPACE)
+
+
+def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    docs = []
+    for template, text in rendered.items():
+        if template.endswith("NOTES.txt"):
+            continue
+        docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    kinds: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        assert doc["kind"] not in kinds, f"two {doc['kind']} objects"
+        kinds[doc["kind"]] = doc
+    return kinds
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (only,) = by_kind(docs)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def env_values(c: dict[str, Any]) -> dict[str, str]:
+    return {name: e["value"] for name, e in env_of(c).items() if "value" in e}
+
+
+def occurrences(node: Any, needle: str, path: tuple[Any, ...] = ()) -> Iterator[tuple]:
+    """Paths (tuples of keys/indexes) of every string containing needle."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from occurrences(value, needle, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from occurrences(value, needle, (*path, index))
+    elif isinstance(node, str) and needle in node:
+        yield path
+
+
+def is_reference(path: tuple) -> bool:
+    """A secret name in a secretKeyRef, a secret volume or a projected volume's secret source."""
+    return (
+        path[-2:] == ("secretKeyRef", "name")
+        or path[-2:] == ("secret", "secretName")
+        or (len(path) >= 4 and path[-2] == "secret" and "sources" in path)
+    )
+
+
+@pytest.fixture(scope="module")
+def renders(chart: Any) -> dict[str, dict[str, str]]:
+    return {case: render(chart, values) for case, values in CASES.items()}
+
+
+# --- lint and schemas -------------------------------------------------------------------------
+
+
+def test_lint_clean_with_defaults() -> None:
+    report = helm.lint(CHART, strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("case", ["git-ssh", "oss", "azure-sas", "local", "monitoring"])
+def test_lint_clean_per_source(case: str) -> None:
+    report = helm.lint(CHART, values=CASES[case], strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_chart_metadata(chart: Any) -> None:
+    meta = chart.metadata
+    assert meta["apiVersion"] == "v2"
+    assert meta["appVersion"] == "0.1.0"
+    assert chart.schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert chart.schema["properties"]["source"]["enum"] == ["git", "oss", "azure", "local"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"source": "s3"},
+        {"period": "1m30s"},
+        {"git": {"branch": "main"}},
+        {"keepRevisions": 0},
+        {"persistence": {"accessModes": ["ReadWriteSometimes"]}},
+    ],
+    ids=["source-s3", "compound-duration", "unknown-key", "keep-zero", "access-mode"],
+)
+def test_schema_rejects(chart: Any, values: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+    with pytest.raises(helm.HelmError):
+        render(chart, values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"git": {"repo": "git@h:r.git", "sshKeySecret": SSH}}, "knownHostsSecret"),
+        (
+            {"source": "azure", "azure": {"share": "s", "sasTokenSecret": AZ_SAS}},
+            "accountUrl",
+        ),
+        (
+            {
+                "source": "azure",
+                "azure": {
+                    "share": "s",
+                    "connectionStringSecret": AZ_CONN,
+                    "sasTokenSecret": AZ_SAS,
+                },
+            },
+            "only one",
+        ),
+        ({"source": "local"}, "local.volume"),
+    ],
+    ids=["ssh-without-known-hosts", "azure-file-without-url", "azure-two-credentials", "local"],
+)
+def test_render_refuses_incomplete_credentials(
+    chart: Any, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render(chart, values)
+
+
+# --- every rendered object --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_objects_validate_against_kubernetes_schemas(
+    renders: dict[str, dict[str, str]], case: str
+) -> None:
+    docs = objects(renders[case])
+    assert {"Deployment", "Service"} <= {d["kind"] for d in docs}
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_deployment_shape(renders: dict[str, dict[str, str]], case: str) -> None:
+    docs = objects(renders[case])
+    deployment = by_kind(docs)["Deployment"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65533,
+        "runAsGroup": 0,
+        "fsGroup": 0,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    c = container(docs)
+    assert "command" not in c, "the image's entrypoint (tini -- dagsync) must stay"
+    assert c["args"][0] == "run"
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 65533
+    assert sc["runAsGroup"] == 0
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+    assert c["ports"] == [{"name": "http", "containerPort": 9797, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+
+    env = env_values(c)
+    assert env["DAGSYNC_SOURCE"] == EXPECTED_SOURCE[case]
+    assert env["DAGSYNC_ROOT"] == "/git"
+    assert env["DAGSYNC_HTTP_BIND"] == "0.0.0.0:9797"
+    assert env["DAGSYNC_LINK"] == "current"
+    assert all(name.startswith(("DAGSYNC_", "OSS_", "AZURE_")) for name in env_of(c))
+
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    root = volumes[mounts["/git"]["name"]]
+    claim = CASES[case].get("persistence", {}).get("existingClaim", FULLNAME)
+    assert root["persistentVolumeClaim"] == {"claimName": claim}
+    tmp = volumes[mounts["/tmp"]["name"]]
+    assert "emptyDir" in tmp
+    assert pod["automountServiceAccountToken"] is False
+
+    service = by_kind(docs)["Service"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_secrets_only_by_reference(renders: dict[str, dict[str, str]], case: str) -> None:
+    docs = objects(renders[case])
+    assert "Secret" not in {d["kind"] for d in docs}
+    for sentinel in SENTINELS:
+        for doc in docs:
+            for path in occurrences(doc, sentinel):
+                assert is_reference(path), f"{sentinel} inline at {'.'.join(map(str, path))}"
+    for name, entry in env_of(container(docs)).items():
+        if any(word in name for word in ("PASSWORD", "SECRET", "KEY_ID", "TOKEN", "CONNECTION")):
+            assert "value" not in entry or name.endswith("_FILE"), name
+
+
+def secret_files(docs: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """{path under /etc/dagsync: (secret name, key)} from the projected volume."""
+    pod = by_kind(docs)["Deployment"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in container(docs)["volumeMounts"] if m["mountPath"] == "/etc/dagsync"]
+    assert mount["readOnly"] is True
+    projected = volumes[mount["name"]]["projected"]
+    assert projected["defaultMode"] == 0o440
+    files = {}
+    for source in projected["sources"]:
+        for item in source["secret"]["items"]:
+            files[item["path"]] = (source["secret"]["name"], item["key"])
+    return files
+
+
+def test_git_ssh(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["git-ssh"])
+    env = env_values(container(docs))
+    assert env["DAGSYNC_REPO"] == "git@github.com:acme/dags.git"
+    assert env["DAGSYNC_REF"] == "main"
+    assert env["DAGSYNC_SUBPATH"] == "dags"
+    assert env["DAGSYNC_SSH_KEY_FILE"] == "/etc/dagsync/git/ssh"
+    assert env["DAGSYNC_SSH_KNOWN_HOSTS_FILE"] == "/etc/dagsync/git/known_hosts"
+    assert env["DAGSYNC_TRIGGER_SECRET_FILE"] == "/etc/dagsync/trigger/token"
+    assert secret_files(docs) == {
+        "git/ssh": (SSH, "ssh-privatekey"),
+        "git/known_hosts": (KNOWN_HOSTS, "known_hosts"),
+        "trigger/token": (TRIGGER, "token"),
+    }
+
+
+def test_git_ssh_without_host_key_checking(chart: Any) -> None:
+    values = {"git": {"repo": "git@h:r.git", "sshKeySecret": SSH, "strictHostKeyChecking": False}}
+    env = env_values(container(objects(render(chart, values))))
+    assert env["DAGSYNC_SSH_KNOWN_HOSTS"] == "false"
+    assert "DAGSYNC_SSH_KNOWN_HOSTS_FILE" not in env
+
+
+def test_git_https(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["git-https"])
+    c = container(docs)
+    env = env_of(c)
+    assert env["DAGSYNC_USERNAME"]["valueFrom"]["secretKeyRef"] == {
+        "name": HTTPS,
+        "key": "username",
+    }
+    assert env["DAGSYNC_PASSWORD_FILE"]["value"] == "/etc/dagsync/git/password"
+    assert "DAGSYNC_PASSWORD" not in env
+    assert secret_files(docs) == {"git/password": (HTTPS, "password")}
+    assert c["args"] == ["run", "--include=*.py", "--include=sql/**", "--exclude=tests/"]
+    assert env["DAGSYNC_CHECK"]["value"] == "python"
+
+
+def test_oss(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["oss"])
+    c = container(docs)
+    env = env_of(c)
+    assert env["DAGSYNC_OSS_ENDPOINT"]["value"] == "https://oss-cn-beijing-internal.aliyuncs.com"
+    assert env["DAGSYNC_OSS_BUCKET"]["value"] == "acme-dags"
+    assert env["DAGSYNC_OSS_PREFIX"]["value"] == "dags/"
+    for name in ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET"):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": OSS, "key": name}
+    assert env["OSS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": OSS,
+        "key": "OSS_SESSION_TOKEN",
+        "optional": True,
+    }
+    assert not any(name.startswith(("DAGSYNC_REPO", "DAGSYNC_USERNAME")) for name in env)
+    assert "/etc/dagsync" not in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_azure_connection_string(renders: dict[str, dict[str, str]]) -> None:
+    env = env_of(container(objects(renders["azure-connection-string"])))
+    assert env["DAGSYNC_AZURE_SHARE"]["value"] == "airflow"
+    assert env["DAGSYNC_AZURE_PATH"]["value"] == "dags"
+    assert env["AZURE_STORAGE_CONNECTION_STRING"]["valueFrom"]["secretKeyRef"] == {
+        "name": AZ_CONN,
+        "key": "AZURE_STORAGE_CONNECTION_STRING",
+    }
+
+
+def test_azure_sas_and_account_key_are_files(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["azure-sas"])
+    env = env_values(container(docs))
+    assert env["DAGSYNC_AZURE_ACCOUNT_URL"] == "https://acme.file.core.windows.net"
+    assert env["DAGSYNC_AZURE_SAS_TOKEN_FILE"] == "/etc/dagsync/azure/sas-token"
+    assert secret_files(docs) == {"azure/sas-token": (AZ_SAS, "sas-token")}
+
+    docs = objects(renders["azure-account-key"])
+    env = env_values(container(docs))
+    assert env["DAGSYNC_AZURE_ACCOUNT_KEY_FILE"] == "/etc/dagsync/azure/account-key"
+    assert secret_files(docs) == {"azure/account-key": (AZ_KEY, "azurestorageaccountkey")}
+
+
+def test_local(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["local"])
+    c = container(docs)
+    assert env_values(c)["DAGSYNC_LOCAL_PATH"] == "/source"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/source"]["readOnly"] is True
+    volumes = {
+        v["name"]: v for v in by_kind(docs)["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes[mounts["/source"]["name"]]["nfs"] == {"server": "nas", "path": "/dags"}
+    assert "PersistentVolumeClaim" not in {d["kind"] for d in docs}, "existingClaim is reused"
+
+
+def test_default_persistent_volume_claim(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["default"])
+    pvc = by_kind(docs)["PersistentVolumeClaim"]
+    assert pvc["metadata"]["name"] == FULLNAME
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert "storageClassName" not in pvc["spec"]
+    assert {"ServiceMonitor", "PrometheusRule", "ServiceAccount"}.isdisjoint(
+        d["kind"] for d in docs
+    )
+
+
+def test_storage_class_and_emptydir(chart: Any) -> None:
+    pvc = by_kind(objects(render(chart, {"persistence": {"storageClass": "-"}})))
+    assert pvc["PersistentVolumeClaim"]["spec"]["storageClassName"] == ""
+    pvc = by_kind(objects(render(chart, {"persistence": {"storageClass": "azurefile-csi"}})))
+    assert pvc["PersistentVolumeClaim"]["spec"]["storageClassName"] == "azurefile-csi"
+    docs = objects(render(chart, {"persistence": {"enabled": False}}))
+    assert "PersistentVolumeClaim" not in {d["kind"] for d in docs}
+    pod = by_kind(docs)["Deployment"]["spec"]["template"]["spec"]
+    assert {"name": "root", "emptyDir": {}} in pod["volumes"]
+
+
+def test_extra_env_args_and_volumes(chart: Any) -> None:
+    values = {
+        "git": {"repo": "https://h/r.git"},
+        "extraArgs": ["--max-failures=5"],
+        "extraEnv": [
+            {"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": "px", "key": "url"}}}
+        ],
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corp", "readOnly": True}],
+        "keepRevisions": 5,
+        "period": "30s",
+        "syncTimeout": "2m",
+    }
+    docs = objects(render(chart, values))
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    c = container(docs)
+    assert c["args"] == ["run", "--max-failures=5"]
+    env = env_of(c)
+    assert env["HTTPS_PROXY"]["valueFrom"]["secretKeyRef"]["name"] == "px"
+    assert env["DAGSYNC_KEEP_REVISIONS"]["value"] == "5"
+    assert env["DAGSYNC_PERIOD"]["value"] == "30s"
+    assert env["DAGSYNC_SYNC_TIMEOUT"]["value"] == "2m"
+    assert "/etc/ssl/corp" in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_service_monitor_and_prometheus_rule(renders: dict[str, dict[str, str]]) -> None:
+    kinds = by_kind(objects(renders["monitoring"]))
+    monitor = kinds["ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        kinds["Service"]["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["path"] == "/metrics"
+
+    rule = kinds["PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    (group,) = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert set(alerts) == {"DagsyncStale", "DagsyncRevisionRejected"}
+    selector = f'job="{FULLNAME}",namespace="{NAMESPACE}"'
+    # 3 periods of 2 minutes.
+    assert alerts["DagsyncStale"]["expr"] == (
+        f"time() - dagsync_last_success_timestamp_seconds{{{selector}}} > 360"
+    )
+    assert alerts["DagsyncRevisionRejected"]["expr"] == (
+        f'increase(dagsync_sync_total{{{selector},result="rejected"}}[15m]) > 0'
+    )
+    for alert in alerts.values():
+        assert alert["labels"]["severity"] == "warning"
+        assert alert["annotations"]["summary"]
+        assert "{{ $labels.pod }}" in alert["annotations"]["description"]
+
+    account = kinds["ServiceAccount"]
+    assert account["metadata"]["name"] == FULLNAME
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == FULLNAME
+
+
+@pytest.mark.parametrize(("period", "seconds"), [("90", "450"), ("500ms", "2.5"), ("1h", "18000")])
+def test_stale_threshold_follows_period(chart: Any, period: str, seconds: str) -> None:
+    values = {"period": period, "prometheusRule": {"enabled": True}}
+    rule = by_kind(objects(render(chart, values)))["PrometheusRule"]
+    stale = rule["spec"]["groups"][0]["rules"][0]
+    assert stale["expr"].endswith(f"> {seconds}")
+
+
+def test_notes_explain_dags_folder_and_status(renders: dict[str, dict[str, str]]) -> None:
+    notes = renders["git-ssh"]["dagsync/templates/NOTES.txt"]
+    assert "dags_folder: /opt/airflow/dags/current" in notes
+    assert f"existingClaim: {FULLNAME}" in notes
+    assert "/status" in notes
+    assert "dagsync status --root /git" in notes
+    assert "git.repo is empty" in renders["default"]["dagsync/templates/NOTES.txt"]
+    assert "git.repo is empty" not in notes
+
+
+# --- examples ---------------------------------------------------------------------------------
+
+
+def load_examples(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@pytest.mark.parametrize("source", ["git", "oss", "azure"])
+def test_airflow_chart_values(source: str) -> None:
+    (values,) = load_examples(EXAMPLES / "airflow-chart" / f"values-{source}.yaml")
+    assert values["images"]["gitSync"]["repository"].endswith("/dagsync")
+    assert isinstance(values["images"]["gitSync"]["tag"], str)
+    git_sync = values["dags"]["gitSync"]
+    assert git_sync["enabled"] is True
+    assert git_sync["repo"], "the Airflow chart requires a repo value"
+    env = {e["name"]: e for e in git_sync.get("env", [])}
+    for name, entry in env.items():
+        assert set(entry) <= {"name", "value", "valueFrom"}, name
+        if name.startswith(("OSS_", "AZURE_")):
+            assert "value" not in entry, f"{name} must come from a Secret"
+            assert entry["valueFrom"]["secretKeyRef"]["name"]
+    if source == "git":
+        assert "DAGSYNC_SOURCE" not in env
+        assert git_sync["sshKeySecret"]
+    else:
+        assert env["DAGSYNC_SOURCE"]["value"] == source
+        assert git_sync["subPath"] == ""
+        required = {
+            "oss": {"DAGSYNC_OSS_ENDPOINT", "DAGSYNC_OSS_BUCKET", "OSS_ACCESS_KEY_ID"},
+            "azure": {"DAGSYNC_AZURE_SHARE", "AZURE_STORAGE_CONNECTION_STRING"},
+        }[source]
+        assert required <= set(env)
+
+
+def pod_specs(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("name", ["pod_template.yaml", "scheduler-sidecar.yaml"])
+def test_kubernetes_examples_validate(name: str) -> None:
+    docs = load_examples(EXAMPLES / "kubernetes" / name)
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        pod = pod_specs(doc)
+        (dagsync,) = [c for c in pod["initContainers"] if c["name"] == "dagsync"]
+        assert "command" not in dagsync
+        env = {e["name"]: e for e in dagsync["env"]}
+        root, link = env["DAGSYNC_ROOT"]["value"], env["DAGSYNC_LINK"]["value"]
+        (root_mount,) = [m for m in dagsync["volumeMounts"] if m["mountPath"] == root]
+        assert "/tmp" in {m["mountPath"] for m in dagsync["volumeMounts"]}
+        assert dagsync["securityContext"]["readOnlyRootFilesystem"] is True
+        assert dagsync["securityContext"]["runAsUser"] == 65533
+        for entry in env.values():
+            if entry["name"].startswith(("OSS_", "AZURE_")) or "PASSWORD" in entry["name"]:
+                assert "valueFrom" in entry
+        # The Airflow container reads the same volume through the link.
+        (airflow,) = pod["containers"]
+        airflow_env = {e["name"]: e.get("value") for e in airflow["env"]}
+        (dags_mount,) = [m for m in airflow["volumeMounts"] if m["name"] == root_mount["name"]]
+        assert airflow_env["AIRFLOW__CORE__DAGS_FOLDER"] == f"{dags_mount['mountPath']}/{link}"
+        assert dags_mount.get("readOnly") is True
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes[root_mount["name"]] == {"name": root_mount["name"], "emptyDir": {}}
+
+
+def test_pod_template_runs_once_and_sidecar_runs() -> None:
+    (pod,) = load_examples(EXAMPLES / "kubernetes" / "pod_template.yaml")
+    assert pod["spec"]["containers"][0]["name"] == "base", "KubernetesExecutor needs `base` first"
+    (init,) = pod["spec"]["initContainers"]
+    assert init["args"] == ["once"]
+    (deployment,) = load_examples(EXAMPLES / "kubernetes" / "scheduler-sidecar.yaml")
+    (sidecar,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert sidecar["args"] == ["run"]
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
