@@ -42,6 +42,7 @@ class Daemon:
         self._trigger = threading.Event()
         self._stop = threading.Event()
         self._in_pass = False
+        self._busy = False  # from taking a trigger until the pass has been reported
         self.passes = 0
 
     def trigger(self) -> None:
@@ -51,6 +52,11 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
         self._trigger.set()
+
+    @property
+    def busy(self) -> bool:
+        """A pass is running, being reported, or about to start (a trigger is pending)."""
+        return self._busy or self._trigger.is_set()
 
     @property
     def stopping(self) -> bool:
@@ -74,6 +80,7 @@ class Daemon:
         failures = 0
         ever_published = self.syncer.store.published() is not None
         while not self._stop.is_set():
+            self._busy = True  # before clearing the trigger, so busy never blinks off
             self._trigger.clear()
             try:
                 self._in_pass = True
@@ -85,6 +92,7 @@ class Daemon:
                 self._in_pass = False
             self.passes += 1
             self.on_result(result)
+            self._busy = False
             if result.published is not None:
                 ever_published = True
             failures = failures + 1 if result.result == FAILED else 0
