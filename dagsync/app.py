@@ -1,14 +1,23 @@
-"""The composition root: one Config in, the store, source, syncer, reporter and loop wired."""
+"""The composition root: one Config in, the store, source, syncer, reporter, metrics, hooks, HTTP
+endpoints and loop wired."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
 
 from dagsync.config import Config
 from dagsync.daemon import Daemon
+from dagsync.hooks import Hooks
+from dagsync.http import BindAddress, OpsApi, OpsServer, TriggerSecret, parse_bind
+from dagsync.metrics import Metrics
+from dagsync.redact import read_secret_file, register_secret, register_url_credentials
 from dagsync.reporting import Reporter
 from dagsync.sources.base import Source, load_source_class
 from dagsync.status import Status, StatusBoard
@@ -16,6 +25,9 @@ from dagsync.store import RevisionStore
 from dagsync.syncer import Syncer
 
 log = logging.getLogger(__name__)
+
+# Lines of a PEM body long enough to be worth masking should a tool ever echo a key.
+PEM_LINE_MIN_CHARS = 16
 
 
 @dataclass
@@ -26,40 +38,107 @@ class App:
     syncer: Syncer
     board: StatusBoard
     reporter: Reporter
-    closers: list[Any] = field(default_factory=list)
+    registry: CollectorRegistry
+    metrics: Metrics
+    hooks: Hooks
+    http_bind: BindAddress | None = None
+    trigger_secret: TriggerSecret | None = None
+    clock: Callable[[], float] = time.time
+    http: OpsServer | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, config: Config) -> App:
+    def build(
+        cls,
+        config: Config,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> App:
         """Everything is validated and constructed here, before any network access."""
+        register_config_secrets(config)
+        http_bind = parse_bind(config.http_bind)
+        trigger_secret = (
+            TriggerSecret(config.trigger_secret_file) if config.trigger_secret_file else None
+        )
         source_cls = load_source_class(config.source)
         store = RevisionStore(config.root, config.link)
         source = source_cls(config, store.cache / config.source)
-        board = StatusBoard(Status(source=config.source, started_at=time.time()))
+        board = StatusBoard(Status(source=config.source, started_at=clock()))
         syncer = Syncer(config, source, store)
         reporter = Reporter(config, board)
-        return cls(config, store, source, syncer, board, reporter)
+        registry = registry if registry is not None else CollectorRegistry()
+        metrics = Metrics(registry, source.name)
+        hooks = Hooks(config, metrics, background=config.command == "run")
+        reporter.observers.append(metrics.observe)
+        if config.command == "run":
+            reporter.observers.append(hooks.on_result)
+        return cls(
+            config,
+            store,
+            source,
+            syncer,
+            board,
+            reporter,
+            registry,
+            metrics,
+            hooks,
+            http_bind=http_bind,
+            trigger_secret=trigger_secret,
+            clock=clock,
+        )
 
     def _prepare(self) -> None:
         with self.store.locked():
             self.store.prepare()
         current = self.store.published()
         if current is not None:
+            published_at = self.store.read_state().get("published_at")
+            published_at = published_at if isinstance(published_at, int | float) else None
             self.board.update(
                 revision=current.revision,
                 files=len(current.manifest),
                 bytes=current.manifest.total_bytes,
-                published_at=self.store.read_state().get("published_at"),
+                published_at=published_at,
             )
+            self.metrics.found_on_disk(current, published_at)
+            log.info("found published revision=%s", current.revision)
+
+    def _start_http(self, trigger: Callable[[], None], busy: Callable[[], bool] | None) -> None:
+        if self.http_bind is None:
+            return
+        cfg = self.config
+        api = OpsApi(
+            board=self.board,
+            registry=self.registry,
+            trigger=trigger,
+            stale_after=3 * cfg.period + cfg.sync_timeout,
+            secret=self.trigger_secret,
+            gitsync_root=cfg.gitsync_mode,
+            busy=busy,
+            clock=self.clock,
+        )
+        self.http = OpsServer(self.http_bind, api).start()
+        self.closers.append(self.http.close)
 
     def once(self) -> int:
         self._prepare()
+        self._start_http(trigger=lambda: None, busy=None)
         result = self.syncer.run_pass()
         self.reporter(result)
-        return 0 if result.ok else 1
+        if result.ok and result.published is not None and self.hooks:
+            # The revision just published, or (unchanged) the one on disk: a consumer
+            # started beside this initContainer is told either way.
+            self.hooks.notify(result.published)
+        return 0 if result.ok and not self.hooks.failed else 1
 
     def run(self) -> int:
         self._prepare()
         daemon = Daemon(self.config, self.syncer, self.reporter)
+        self._start_http(trigger=daemon.trigger, busy=lambda: daemon.busy)
+        current = self.store.published()
+        if current is not None and self.hooks:
+            # A restarted consumer learns about the revision it may have missed.
+            self.hooks.notify(current)
         daemon.install_signal_handlers()
         watch = getattr(self.source, "watch", None)
         if callable(watch):
@@ -73,5 +152,54 @@ class App:
 
     def close(self) -> None:
         for closer in reversed(self.closers):
-            closer()
+            try:
+                closer()
+            except Exception:  # closing must reach every closer
+                log.exception("close failed closer=%r", closer)
+        self.closers.clear()
+        self.hooks.close()
         self.source.close()
+
+
+def register_config_secrets(config: Config) -> None:
+    """Register every secret the configuration names, so redaction masks it from the first log
+    line on: credential variables, secret files (read once here; the modules that re-read
+    them on rotation register again through ``redact.read_secret_file``), and passwords in
+    URLs."""
+    for value in (
+        config.password,
+        config.oss_env_access_key_secret,
+        config.oss_env_session_token,
+        config.azure_connection_string,
+    ):
+        register_secret(value)
+    if config.azure_connection_string:
+        for part in config.azure_connection_string.split(";"):
+            key, sep, value = part.partition("=")
+            if sep and key.strip().lower() in ("accountkey", "sharedaccesssignature"):
+                register_secret(value)
+    for path in (
+        config.password_file,
+        config.oss_access_key_secret_file,
+        config.azure_account_key_file,
+        config.azure_sas_token_file,
+        config.trigger_secret_file,
+    ):
+        if path is not None:
+            with contextlib.suppress(OSError):  # unreadable: the option's owner says so
+                read_secret_file(path)
+    if config.ssh_key_file is not None:
+        _register_pem(config.ssh_key_file)
+    for url in (config.repo, config.webhook_url, config.oss_endpoint, config.azure_account_url):
+        register_url_credentials(url)
+
+
+def _register_pem(path: Path) -> None:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return
+    for line in lines:
+        line = line.strip()
+        if len(line) >= PEM_LINE_MIN_CHARS and not line.startswith("-----"):
+            register_secret(line)

@@ -1,5 +1,9 @@
 """One event per line, as text with key=value fields or as JSON; secrets redacted here, at the
-formatter, so no caller has to remember to."""
+formatter, so no caller has to remember to.
+
+Callers log ``"event words key=value key=value"`` (``log.info("published revision=%s", rev)``)
+or pass ``extra={"key": value}``; the JSON formatter turns both into fields.
+"""
 
 from __future__ import annotations
 
@@ -12,49 +16,82 @@ from typing import Any, TextIO
 
 from dagsync.redact import redact
 
-_KV = re.compile(r"(\w+)=(\S+)")
-_STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+_KV = re.compile(r"(?:(?<=\s)|^)(\w+)=(\S*)")
+_STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
+# Loggers of libraries whose debug output would only repeat ours (and may carry headers).
+NOISY_LOGGERS = ("git", "urllib3", "azure", "oss2", "watchdog")
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        + f".{int(record.msecs):03d}Z"
+    )
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-22T03:04:05Z info  dagsync.syncer published revision=… files=3``"""
+    """``2026-11-22T03:04:05.123Z info    published revision=… files=3``"""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
-        line = f"{ts} {record.levelname.lower():<7} {record.getMessage()}"
+        line = f"{_timestamp(record)} {record.levelname.lower():<7} {_message(record)}"
         extra = _extra_fields(record)
         if extra:
             line += " " + " ".join(f"{k}={_quote(v)}" for k, v in extra.items())
         if record.exc_info:
             line += " exception=" + _quote(self.formatException(record.exc_info))
-        return redact(line.replace("\n", " | "))
+        if record.stack_info:
+            line += " stack=" + _quote(record.stack_info)
+        return redact(_one_line(line))
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts": …, "level": …, "event": …, …fields}`` on one line."""
+    """``{"ts": …, "level": …, "event": …, "logger": …, …fields}`` on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        event, fields = split_event(message)
+        event, fields = split_event(_message(record))
         doc: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record),
             "level": record.levelname.lower(),
             "event": event,
             "logger": record.name,
         }
-        doc.update(fields)
-        doc.update(_extra_fields(record))
+        for key, value in {**fields, **_extra_fields(record)}.items():
+            if key not in ("ts", "level", "event", "logger"):
+                doc[key] = value
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(doc, default=str, ensure_ascii=False))
+        if record.stack_info:
+            doc["stack"] = record.stack_info
+        # Redact every value before encoding: a secret with a quote or a backslash in it would
+        # no longer match once JSON-escaped, and masking the encoded line could break it.
+        return json.dumps(_redact_values(doc), default=str, ensure_ascii=False)
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # a bad format string must not lose the event (nor raise in a thread)
+        return f"{record.msg} args={record.args!r}"
+
+
+def _redact_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_values(v) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return redact(str(value))
 
 
 def split_event(message: str) -> tuple[str, dict[str, str]]:
     """``"published revision=abc files=3"`` -> ``("published", {"revision": "abc", ...})``.
 
-    The event is the text before the first key=value; values run to the next space, except
-    the last field, which keeps the rest of the line (error messages contain spaces).
+    The event is the text before the first key=value; values run to the next key=value, so
+    the last field keeps the rest of the line (error messages contain spaces). A value that
+    starts with a double quote is a JSON string (``_quote`` writes them) and is decoded.
     """
     first = _KV.search(message)
     if first is None:
@@ -64,8 +101,18 @@ def split_event(message: str) -> tuple[str, dict[str, str]]:
     matches = list(_KV.finditer(message, first.start()))
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(message)
-        fields[m.group(1)] = message[m.start(2) : end].strip()
+        fields[m.group(1)] = _unquote(message[m.start(2) : end].strip())
     return event, fields
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        return value if isinstance(value, str) else text
+    return text
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -74,7 +121,11 @@ def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 def _quote(value: Any) -> str:
     text = str(value)
-    return json.dumps(text) if (" " in text or not text) else text
+    return json.dumps(text) if (not text or any(c in text for c in ' "=\n')) else text
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r\n", " | ").replace("\n", " | ").replace("\r", " | ")
 
 
 def setup(fmt: str, level: str, stream: TextIO | None = None) -> None:
@@ -86,6 +137,6 @@ def setup(fmt: str, level: str, stream: TextIO | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # GitPython and the SDKs are chatty at debug; their lines would only repeat ours.
-    for noisy in ("git", "urllib3", "azure", "oss2"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    logging.captureWarnings(True)

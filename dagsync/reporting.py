@@ -62,13 +62,19 @@ class Reporter:
         if result.ok:
             changes.update(
                 last_error=None,
-                consecutive_failures=0,
                 last_success_at=result.started_at + result.duration,
+                rejected_revision=None,
             )
         else:
             changes["last_error"] = redact(result.error or result.result)
-            if result.result == FAILED:
-                changes["consecutive_failures"] = current.consecutive_failures + 1
+        if result.result == REJECTED:
+            changes["rejected_revision"] = result.revision
+        # As the loop's backoff counts them: a rejected revision is a verdict on the content,
+        # not a failure to reach the source, so it does not count (nor does it hide failures
+        # before it: the next failure starts again at 1, as the loop's backoff does).
+        changes["consecutive_failures"] = (
+            current.consecutive_failures + 1 if result.result == FAILED else 0
+        )
         self.board.update(**changes)
 
     def _touch(self) -> None:
@@ -89,12 +95,14 @@ class Reporter:
         path = self._error_path()
         if path is None:
             return
+        when = result.started_at + result.duration
         doc = {
             "result": result.result,
             "message": redact(result.error or result.result),
             "revision": result.revision,
             "source": result.source,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.started_at)),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
+            "timestamp": round(when, 3),
         }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""An immutable snapshot of how the loop is doing; the HTTP server reads it, the loop replaces it."""
+"""An immutable snapshot of how the loop is doing: the HTTP server reads it, the loop
+replaces it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dagsync.redact import redact
 
 @dataclass(frozen=True)
 class Status:
+    """Times are Unix seconds (wall clock), as in state.json and the metrics."""
+
     source: str
     revision: str | None = None
     published_at: float | None = None
@@ -18,6 +21,7 @@ class Status:
     last_success_at: float | None = None
     last_result: str | None = None
     last_error: str | None = None
+    rejected_revision: str | None = None
     consecutive_failures: int = 0
     files: int = 0
     bytes: int = 0
@@ -25,7 +29,15 @@ class Status:
 
     @property
     def ready(self) -> bool:
+        """A revision is being served. Never goes back to False: the board only ever replaces
+        the revision with another one (readiness is sticky, SPEC section 5)."""
         return self.revision is not None
+
+    def seconds_since_attempt(self, now: float) -> float:
+        """How long the loop has gone without completing a pass (from start-up before the
+        first one)."""
+        since = self.last_attempt_at or self.started_at
+        return 0.0 if since is None else max(0.0, now - since)
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
