@@ -12,7 +12,7 @@ from types import FrameType
 
 from dagsync.config import Config
 from dagsync.errors import Abandoned
-from dagsync.syncer import FAILED, SyncResult, Syncer
+from dagsync.syncer import FAILED, Syncer, SyncResult
 
 log = logging.getLogger(__name__)
 

@@ -73,11 +73,11 @@ class RevisionStore:
     def prepare(self) -> None:
         """Create the layout and clear what a crash or kill -9 left behind."""
         try:
-            for folder in (self.root, self.revisions, self.staging, self.cache):
+            self._make_root()
+            for folder in (self.revisions, self.staging, self.cache):
                 folder.mkdir(parents=True, exist_ok=True)
             os.chmod(self.state_dir, 0o755)
             os.chmod(self.revisions, 0o755)
-            self.link.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise PublishError(f"--root: cannot create {exc.filename}: {exc.strerror}") from None
         self._write_airflowignore()
@@ -85,6 +85,13 @@ class RevisionStore:
         for stale in self.link.parent.glob(f".{self.link.name}{TMP_LINK_MARK}*"):
             with contextlib.suppress(OSError):
                 stale.unlink()
+
+    def _make_root(self) -> None:
+        # Folders on the way to a published tree must be traversable by Airflow's uid,
+        # whatever our umask; folders that already existed are the user's, left alone.
+        for folder in (self.root, self.link.parent, self.state_dir):
+            for created in _mkdirs(folder):
+                os.chmod(created, 0o755)
 
     def _write_airflowignore(self) -> None:
         # Airflow pointed at the root would otherwise walk every kept revision.
@@ -106,7 +113,10 @@ class RevisionStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One dagsync at a time per root (e.g. two sidecars on one shared volume)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._make_root()
+        except OSError as exc:
+            raise PublishError(f"--root: cannot create {exc.filename}: {exc.strerror}") from None
         with open(self.state_dir / "lock", "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -177,7 +187,9 @@ class RevisionStore:
             os.replace(staging, folder)
             self._swap_link(folder)
         except OSError as exc:
-            raise PublishError(f"cannot publish {revision}: {exc.strerror}: {exc.filename}") from exc
+            raise PublishError(
+                f"cannot publish {revision}: {exc.strerror}: {exc.filename}"
+            ) from exc
         self._record(revision, manifest, source, now)
         return Published(revision, folder, manifest)
 
@@ -239,6 +251,17 @@ class RevisionStore:
             remove_tree(path)
         self.clear_staging()
         return removed
+
+
+def _mkdirs(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; returns the folders it created, outermost first."""
+    missing = []
+    path = folder
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
 
 
 def remove_tree(path: Path) -> None:

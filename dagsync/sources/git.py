@@ -13,7 +13,16 @@ import git  # GitPython: the cache repository and its object database (cat-file 
 
 from dagsync.config import Config, require_readable
 from dagsync.errors import ConfigError, SourceError
-from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, Entry, Manifest, Selector, check_limits, diff
+from dagsync.manifest import (
+    MODE_EXEC,
+    MODE_FILE,
+    MODE_SYMLINK,
+    Entry,
+    Manifest,
+    Selector,
+    check_limits,
+    diff,
+)
 from dagsync.procs import run_bounded
 from dagsync.redact import redact, redact_url, register_secret
 from dagsync.sources.base import FetchStats, Plan, Published

@@ -137,7 +137,9 @@ class GitAuth:
             pass
         lib = next((p for p in NSS_WRAPPER_PATHS if os.path.exists(p)), None)
         if lib is None:
-            log.warning("uid %d has no passwd entry and libnss_wrapper is missing: ssh may fail", uid)
+            log.warning(
+                "uid %d has no passwd entry and libnss_wrapper is missing: ssh may fail", uid
+            )
             return {}
         home = self._private_dir()
         passwd, group = home / "passwd", home / "group"
