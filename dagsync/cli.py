@@ -118,6 +118,8 @@ def _dispatch(args: list[str], env: dict[str, str]) -> int:
     from dagsync import log as logsetup
 
     logsetup.setup(config.log_format, config.log_level)
+    for level, message in config.notices:
+        logging.getLogger("dagsync.config").log(level, message)
     return run_command(config)
 
 

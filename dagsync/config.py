@@ -183,6 +183,9 @@ class Config:
     # git-sync mode (SPEC section 7).
     gitsync_mode: bool = False
     first_sync_must_succeed: bool = False
+    # (logging level, message) lines from reading the configuration (e.g. git-sync variables
+    # that disagree), logged by the CLI once logging is set up.
+    notices: tuple[tuple[int, str], ...] = field(default=(), repr=False, compare=False)
     # The environment for child processes (git, hooks, checks), without dagsync's own
     # variables and without cloud credentials, which only the SDK sources need.
     child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -371,6 +374,7 @@ def build(
     gitsync_mode: bool = False,
     first_sync_must_succeed: bool = False,
     password: str | None = None,
+    notices: tuple[tuple[int, str], ...] = (),
 ) -> Config:
     """Turn merged raw values into a validated :class:`Config`."""
     http_bind = raw.get("http_bind")
@@ -463,6 +467,7 @@ def build(
         azure_connection_string=environ.get("AZURE_STORAGE_CONNECTION_STRING") or None,
         gitsync_mode=gitsync_mode,
         first_sync_must_succeed=first_sync_must_succeed,
+        notices=notices,
         child_env=child_environment(environ),
     )
     for attr in ("trigger_secret_file",):
@@ -510,9 +515,10 @@ def load(
     """The configuration for ``command`` from flags and the environment (and git-sync's)."""
     from dagsync import compat
 
-    translated = compat.translate(environ)
+    given = {k: v for k, v in flags.items() if v is not None}
+    translated = compat.translate(environ, given)
     raw = layer(flags, environ, translated.values)
-    return build(
+    config = build(
         command,
         raw,
         environ,
@@ -520,7 +526,11 @@ def load(
         first_sync_must_succeed=translated.first_sync_must_succeed
         and "max_failures" not in _explicit(flags, environ),
         password=translated.password,
+        notices=translated.notes,
     )
+    if config.source == "git":
+        compat.require_files(translated, raw)
+    return config
 
 
 def _explicit(flags: Mapping[str, Any], environ: Mapping[str, str]) -> set[str]:
