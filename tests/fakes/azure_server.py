@@ -317,6 +317,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, headers, body, content_length=content_length, truncate=truncate)
         except _ServiceError as exc:
             self._send_error(exc)
+        except ConnectionError:
+            raise  # the client hung up first (its read timeout fired): handle_error ignores it
         except Exception:  # noqa: BLE001 - a fake bug must surface in the test, not hang it
             fake._internal_errors.append(traceback.format_exc())
             # 501 rather than 500: the SDK retries 5xx except 501, and a bug should fail fast.
