@@ -43,7 +43,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.fileshare import ShareClient
+from azure.storage.fileshare import LinearRetry, ShareClient
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -222,10 +222,14 @@ class AzureSource(ObjectStoreSource):
             "transport": RequestsTransport(session=session, session_owner=True),
             "max_single_get_size": CHUNK_BYTES,
             "max_chunk_get_size": CHUNK_BYTES,
-            "retry_total": SDK_RETRIES,
-            "initial_backoff": self.backoff,
-            "increment_base": 2 if self.backoff else 0,
-            "random_jitter_range": self.backoff / 2,
+            # The storage SDK's default waits 15 s, then 15 + 3^n: far too long inside one
+            # pass. A short constant wait; dagsync's own retries back off exponentially.
+            # (Typed int, used as float: random.uniform(backoff - jitter, backoff + jitter).)
+            "retry_policy": LinearRetry(
+                backoff=self.backoff,  # type: ignore[arg-type]
+                random_jitter_range=self.backoff / 2,  # type: ignore[arg-type]
+                retry_total=SDK_RETRIES,
+            ),
             "connection_timeout": CONNECT_TIMEOUT_SECONDS,
             "read_timeout": READ_TIMEOUT_SECONDS,
         }

@@ -314,6 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake._authorize(grant, route)
             status, headers, body, content_length = fake._dispatch(route, query, self.headers)
             truncate = route.kind == "get" and fake._take_truncation()
+            if route.kind == "get" and body and fake._take_corruption():
+                body = bytes([body[0] ^ 0xFF]) + body[1:]  # headers keep the true MD5s
             self._send(status, headers, body, content_length=content_length, truncate=truncate)
         except _ServiceError as exc:
             self._send_error(exc)
@@ -395,6 +397,7 @@ class FakeAzureFiles:
         self._records: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._truncate_gets = 0
+        self._corrupt_gets = 0
         self._latency = 0.0
         self._ids = itertools.count(9223372036854775808, 4096)
         self._last_ticks = 0
@@ -576,11 +579,17 @@ class FakeAzureFiles:
         with self._lock:
             self._truncate_gets += n
 
+    def corrupt_next_get(self, n: int = 1) -> None:
+        """Flip a byte in the next ``n`` non-empty file GET bodies; headers keep the true MD5s."""
+        with self._lock:
+            self._corrupt_gets += n
+
     def clear_faults(self) -> None:
-        """Forget every pending fail/reset/truncate knob."""
+        """Forget every pending fail/reset/truncate/corrupt knob."""
         with self._lock:
             self._faults.clear()
             self._truncate_gets = 0
+            self._corrupt_gets = 0
 
     # -- request log ----------------------------------------------------------------------------
     @property
@@ -699,6 +708,13 @@ class FakeAzureFiles:
                     fault.remaining -= 1
                     return fault
             return None
+
+    def _take_corruption(self) -> bool:
+        with self._lock:
+            if self._corrupt_gets > 0:
+                self._corrupt_gets -= 1
+                return True
+            return False
 
     def _take_truncation(self) -> bool:
         with self._lock:

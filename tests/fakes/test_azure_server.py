@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import random
@@ -286,6 +287,20 @@ def test_truncated_body_is_an_error_never_short_data(az: FakeAzureFiles) -> None
     except HttpResponseError:
         got = None  # azure-storage-file-share 12.27 raises "Download stream interrupted."
     assert got in (None, data)
+    assert file.download_file().readall() == data
+
+
+def test_corrupted_body_keeps_the_true_stored_md5(az: FakeAzureFiles) -> None:
+    data = b"the real bytes" * 10
+    az.put(SHARE, "f.py", data)
+    az.corrupt_next_get(1)
+    seen: list[str | None] = []
+    file = key_client(az).get_file_client("f.py")
+    got = file.download_file(
+        raw_response_hook=lambda r: seen.append(r.http_response.headers.get("x-ms-content-md5"))
+    ).readall()
+    assert len(got) == len(data) and got != data and got[1:] == data[1:]
+    assert seen == [base64.b64encode(hashlib.md5(data).digest()).decode()]
     assert file.download_file().readall() == data
 
 
