@@ -3,36 +3,110 @@
 ``resolve`` turns a listing into a Manifest whose digest is the revision id; ``fetch`` hard-links
 unchanged entries from the previous revision and downloads the rest in parallel, each streamed to
 a temp file, verified and renamed into place. A subclass only says how to list and how to read.
+
+The interface for subclasses (stable; later additions are optional and backward compatible):
+
+- ``list_objects(deadline) -> Iterable[RemoteObject]`` and ``download(obj, out, deadline)``:
+  the two abstract methods. ``RemoteObject.key`` is relative to the source's root (its prefix
+  or directory); unsafe keys are refused here, before anything is downloaded.
+- ``describe()``: where objects come from, for messages (no credentials).
+- ``RemoteObject.target`` (optional): a symlink's link text, with ``mode=MODE_SYMLINK``; such
+  entries are created as symlinks (refused if they leave the tree) and never downloaded.
+- ``self.check_running(deadline, what)``: call it between chunks of a long download; it raises
+  SyncTimeout past the deadline and :class:`Cancelled` once another download of the same fetch
+  failed, so a failing pass does not wait for large transfers it will throw away.
+- :func:`call_with_retries`: retries an SDK call on errors the subclass calls transient, with
+  exponential backoff, bounded by the sync deadline and ``RETRY_ATTEMPTS``; the wait ends early
+  when the fetch is cancelled.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar, TypeVar
 
 from dagsync.config import Config
-from dagsync.errors import SourceError, SyncTimeout
-from dagsync.manifest import MODE_FILE, Entry, Manifest, Selector, check_limits, diff, safe_path
+from dagsync.errors import LimitExceeded, SourceError, SyncTimeout, UnsafePath
+from dagsync.manifest import (
+    MODE_FILE,
+    MODE_SYMLINK,
+    Entry,
+    Manifest,
+    Selector,
+    check_limits,
+    diff,
+    safe_path,
+    safe_symlink_target,
+)
 from dagsync.sources.base import FetchStats, Plan, Published
 from dagsync.timing import remaining
 from dagsync.tree import TreeWriter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_ATTEMPTS = 6  # one call and up to five retries: ~6 s of backoff in all
+RETRY_FIRST_WAIT_SECONDS = 0.2
+RETRY_MAX_WAIT_SECONDS = 5.0
+
+
+class Cancelled(SourceError):
+    """Another download of the same fetch failed; this one stops early."""
 
 
 @dataclass(frozen=True)
 class RemoteObject:
     """One listed object. ``key`` is relative to the source's prefix; ``token`` is its change
-    token (ETag, CRC or size+mtime); ``handle`` is whatever the subclass needs to read it."""
+    token (ETag, CRC or size+mtime); ``handle`` is whatever the subclass needs to read it;
+    ``target`` is the link text when ``mode`` is ``MODE_SYMLINK``."""
 
     key: str
     size: int
     token: str
     mode: int = MODE_FILE
     handle: object = None
+    target: str = ""
+
+
+def call_with_retries(
+    call: Callable[[], T],
+    *,
+    transient: Callable[[BaseException], bool],
+    deadline: float,
+    what: str,
+    attempts: int = RETRY_ATTEMPTS,
+    stop: threading.Event | None = None,
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """``call()``, retried with jittered exponential backoff while it raises a transient error.
+
+    Gives up (re-raising the last error) after ``attempts`` calls, or when the next wait would
+    pass ``deadline``; the caller turns the error into a SourceError naming the object.
+    """
+    wait_seconds = RETRY_FIRST_WAIT_SECONDS
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if not transient(exc) or attempt == attempts:
+                raise
+            pause = wait_seconds * (0.5 + rand())
+            if pause >= remaining(deadline, what):
+                raise
+            log.info("retrying what=%s attempt=%d error=%s", what, attempt, type(exc).__name__)
+            waiter = stop or threading.Event()
+            if waiter.wait(pause):
+                raise
+            wait_seconds = min(wait_seconds * 2, RETRY_MAX_WAIT_SECONDS)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class ObjectStoreSource(ABC):
@@ -45,6 +119,8 @@ class ObjectStoreSource(ABC):
         self.cache_dir = cache_dir
         self.selector = Selector(config.subpath, config.include, config.exclude)
         self._local = threading.local()
+        # Set when one download of a fetch failed (or the fetch ends): the others stop early.
+        self.cancelled = threading.Event()
 
     @abstractmethod
     def list_objects(self, deadline: float) -> Iterable[RemoteObject]:
@@ -58,22 +134,36 @@ class ObjectStoreSource(ABC):
         """Where objects come from, for messages (no credentials)."""
         return self.name
 
+    def check_running(self, deadline: float, what: str) -> None:
+        """Raise SyncTimeout past the deadline, Cancelled when the fetch is being abandoned."""
+        if self.cancelled.is_set():
+            raise Cancelled(f"{what}: cancelled", None)
+        remaining(deadline, what)
+
     def resolve(self, deadline: float) -> Plan:
         objects: dict[str, RemoteObject] = {}
         entries: list[Entry] = []
         for obj in self.list_objects(deadline):
-            key = safe_path(obj.key)  # refuse traversal before anything else
+            try:
+                key = safe_path(obj.key)  # refuse traversal before anything else
+            except UnsafePath as exc:
+                raise UnsafePath(f"{self.describe()}: {exc}", obj.key) from None
             path = self.selector.select(key)
             if path is None:
                 continue
+            if obj.mode == MODE_SYMLINK:
+                try:
+                    safe_symlink_target(path, obj.target)
+                except UnsafePath as exc:
+                    raise UnsafePath(f"{self.describe()}: {exc}", obj.key) from None
             if len(entries) >= self.config.max_files:
-                raise SourceError(
+                raise LimitExceeded(
                     f"{self.describe()} lists more than --max-files {self.config.max_files} "
                     "objects",
                     None,
                 )
             objects[path] = obj
-            entries.append(Entry(path, obj.size, obj.token, obj.mode))
+            entries.append(Entry(path, obj.size, obj.token, obj.mode, obj.target))
         manifest = Manifest.of(entries)
         check_limits(manifest, self.config.max_files, self.config.max_bytes)
         return Plan(revision=manifest.digest(), manifest=manifest, detail={"objects": objects})
@@ -86,7 +176,12 @@ class ObjectStoreSource(ABC):
         changes = diff(plan.manifest, previous.manifest if previous else None)
         writer = TreeWriter(dest, previous)
         stats = FetchStats(manifest=plan.manifest)
-        todo = list(changes.fetch)
+        todo: list[Entry] = []
+        for entry in changes.fetch:
+            if entry.mode == MODE_SYMLINK:
+                writer.symlink(entry)
+            else:
+                todo.append(entry)
         for entry in changes.reuse:
             if writer.reuse(entry):
                 stats.reused_files += 1
@@ -107,12 +202,9 @@ class ObjectStoreSource(ABC):
     ) -> None:
         if not todo:
             return
-        cancelled = threading.Event()
 
         def one(entry: Entry) -> None:
-            if cancelled.is_set():
-                return
-            remaining(deadline, f"download of {entry.path}")
+            self.check_running(deadline, f"download of {entry.path}")
             with writer.open(entry) as out:
                 self.download(objects[entry.path], out, deadline)
 
@@ -123,15 +215,17 @@ class ObjectStoreSource(ABC):
             done, _pending = wait(
                 futures, timeout=remaining(deadline, "download"), return_when=FIRST_EXCEPTION
             )
-            for future in done:
-                exc = future.exception()
-                if exc is not None:
-                    raise exc
+            failures = [f.exception() for f in done if f.exception() is not None]
+            # Report the first real failure, not a download that stopped because of it.
+            failures.sort(key=lambda exc: isinstance(exc, Cancelled))
+            if failures:
+                raise failures[0]  # type: ignore[misc]
             if len(done) != len(futures):
                 raise SyncTimeout(f"downloads from {self.describe()} exceeded --sync-timeout")
         finally:
-            cancelled.set()
+            self.cancelled.set()
             pool.shutdown(wait=True, cancel_futures=True)
+            self.cancelled.clear()
 
     def close(self) -> None:  # noqa: B027 - optional for subclasses
         """Subclasses release their clients here."""
