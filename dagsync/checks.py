@@ -56,9 +56,7 @@ def check_python(candidate: Path, deadline: float | None = None) -> None:
                 source = path.read_bytes()
                 compile(source, rel, "exec", dont_inherit=True)
             except SyntaxError as exc:  # IndentationError and TabError too
-                raise CheckFailed(
-                    f"--check python: {rel}:{exc.lineno}: {exc.msg}"
-                ) from None
+                raise CheckFailed(f"--check python: {rel}:{exc.lineno}: {exc.msg}") from None
             except (ValueError, OSError) as exc:  # NUL bytes, unreadable file
                 raise CheckFailed(f"--check python: {rel}: {exc}") from None
 

@@ -8,6 +8,7 @@ In ``once`` hooks run inline, once, and a failure becomes the exit code.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -18,6 +19,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -113,16 +115,15 @@ def run_webhook(config: Config, published: Published, timeout: float) -> None:
     is success."""
     assert config.webhook_url is not None
     body = json.dumps({"revision": published.revision, "source": config.source}).encode()
-    request = urllib.request.Request(
-        config.webhook_url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Gitsync-Hash": published.revision,
-            "User-Agent": f"dagsync/{__version__}",
-        },
-    )
+    url, authorization = split_userinfo(config.webhook_url)
+    headers = {
+        "Content-Type": "application/json",
+        "Gitsync-Hash": published.revision,
+        "User-Agent": f"dagsync/{__version__}",
+    }
+    if authorization:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status = response.status
@@ -134,6 +135,19 @@ def run_webhook(config: Config, published: Published, timeout: float) -> None:
         raise HookFailed(f"request failed: {reason}") from None
     if not 200 <= status < 300:
         raise HookFailed(f"HTTP {status}")
+
+
+def split_userinfo(url: str) -> tuple[str, str | None]:
+    """``https://user:pass@host/x`` -> (``https://host/x``, a Basic Authorization header), as
+    Go's HTTP client (and so git-sync) does; urllib would take the user-info for the host."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    netloc = parts.netloc.rpartition("@")[2]
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
 
 
 # -- running them ------------------------------------------------------------------------------
@@ -306,4 +320,3 @@ class Hooks:
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
-

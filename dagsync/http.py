@@ -38,7 +38,10 @@ MAX_BODY_BYTES = 1 << 20
 REQUEST_TIMEOUT_SECONDS = 10.0
 READ_CHUNK_BYTES = 64 * 1024
 JOIN_TIMEOUT_SECONDS = 10.0
+SHUTDOWN_POLL_SECONDS = 0.05
 DRAIN_SECONDS = 1.0
+DRAIN_IDLE_SECONDS = 0.25
+LISTEN_BACKLOG = 128  # a burst of webhook deliveries must not wait for SYN retransmits
 DRAIN_LIMIT_BYTES = 4 * MAX_BODY_BYTES
 GITSYNC_NOT_READY = b"repo is not ready\n"
 
@@ -247,8 +250,17 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(self.server.request_timeout)  # for headers and body
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.debug(
+            "http request method=%s path=%s status=%s remote=%s",
+            self.command,
+            urlsplit(self.path or "").path,
+            int(code) if isinstance(code, int) else code,
+            self.client_address[0],
+        )
+
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http " + format, *args)
+        log.debug("http message=%s", format % args)
 
     def do_GET(self) -> None:
         self._send(self.server.api.get(self._path(), self.headers.get("Accept")))
@@ -307,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
         deadline = time.monotonic() + DRAIN_SECONDS
         budget = DRAIN_LIMIT_BYTES
         try:
-            self.connection.settimeout(DRAIN_SECONDS)
+            self.connection.settimeout(DRAIN_IDLE_SECONDS)
             while budget > 0 and time.monotonic() < deadline:
                 chunk = self.rfile.read1(min(budget, READ_CHUNK_BYTES))
                 if not chunk:
@@ -337,6 +349,7 @@ _GET_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/status", "/"})
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: BindAddress, api: OpsApi, request_timeout: float) -> None:
         self.api = api
@@ -375,7 +388,7 @@ class OpsServer:
                 raise DagsyncError(f"--http-bind: cannot listen on {address}: {exc}") from None
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
             name="dagsync-http",
             daemon=True,
         )

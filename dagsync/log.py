@@ -33,7 +33,8 @@ class TextFormatter(logging.Formatter):
     """``2026-11-22T03:04:05.123Z info    published revision=… files=3``"""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname.lower():<7} {_message(record)}"
+        message = _one_line(redact(_message(record)))
+        line = f"{_timestamp(record)} {record.levelname.lower():<7} {message}"
         extra = _extra_fields(record)
         if extra:
             line += " " + " ".join(f"{k}={_quote(v)}" for k, v in extra.items())
@@ -41,14 +42,16 @@ class TextFormatter(logging.Formatter):
             line += " exception=" + _quote(self.formatException(record.exc_info))
         if record.stack_info:
             line += " stack=" + _quote(record.stack_info)
-        return redact(_one_line(line))
+        return line
 
 
 class JsonFormatter(logging.Formatter):
     """``{"ts": …, "level": …, "event": …, "logger": …, …fields}`` on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        event, fields = split_event(_message(record))
+        # Redact before splitting: a secret holding "=" (base64) would otherwise be cut into a
+        # field name and a value, neither of which matches the registered secret any more.
+        event, fields = split_event(redact(_message(record)))
         doc: dict[str, Any] = {
             "ts": _timestamp(record),
             "level": record.levelname.lower(),
@@ -120,8 +123,12 @@ def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _quote(value: Any) -> str:
-    text = str(value)
-    return json.dumps(text) if (not text or any(c in text for c in ' "=\n')) else text
+    """A text-format field value: redacted first (escaping could hide a secret from the
+    redaction), on one line, quoted when it holds spaces, quotes or ``=``."""
+    text = _one_line(redact(str(value)))
+    if not text or any(c in text for c in ' "='):
+        return json.dumps(text, ensure_ascii=False)
+    return text
 
 
 def _one_line(text: str) -> str:
