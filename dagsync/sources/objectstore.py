@@ -155,7 +155,8 @@ class ObjectStoreSource(ABC):
                 try:
                     safe_symlink_target(path, obj.target)
                 except UnsafePath as exc:
-                    raise UnsafePath(f"{self.describe()}: {exc}", obj.key) from None
+                    where = f" (source key {obj.key!r})" if obj.key != path else ""
+                    raise UnsafePath(f"{self.describe()}: {exc}{where}", obj.key) from None
             if len(entries) >= self.config.max_files:
                 raise LimitExceeded(
                     f"{self.describe()} lists more than --max-files {self.config.max_files} "

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -133,14 +134,17 @@ class OssSource(ObjectStoreSource):
         else:
             secret = cfg.oss_env_access_key_secret or ""
             token = cfg.oss_env_session_token or ""
-        if not access_key_id or not secret:
-            missing = (
-                "OSS_ACCESS_KEY_ID (or --oss-access-key-id)"
-                if not access_key_id
-                else ("OSS_ACCESS_KEY_SECRET (or --oss-access-key-secret-file)")
-            )
+        if not access_key_id:
             raise ConfigError(
-                f"--source oss: missing credentials: set {missing}", "oss-access-key-id"
+                "--source oss: missing credentials: set OSS_ACCESS_KEY_ID (or "
+                "--oss-access-key-id) and OSS_ACCESS_KEY_SECRET",
+                "oss-access-key-id",
+            )
+        if not secret:
+            raise ConfigError(
+                "--source oss: missing credentials: set OSS_ACCESS_KEY_SECRET (or "
+                "--oss-access-key-secret-file)",
+                "oss-access-key-secret-file",
             )
         for value in (access_key_id, secret, token):
             register_secret(value or None)
@@ -300,16 +304,27 @@ class OssSource(ObjectStoreSource):
             if exc.code == "NoSuchKey" or exc.status == 412:
                 return SourceError(f"{where}: changed during the sync ({detail}); retry", key)
             return SourceError(f"{where}: {detail}: {exc.message}", key)
-        if isinstance(exc, oss2.exceptions.RequestError):
-            cause = exc.exception
-            return SourceError(f"{where}: request failed: {type(cause).__name__}: {cause}", key)
-        return SourceError(f"{where}: {type(exc).__name__}: {exc}", key)
+        cause = exc.exception if isinstance(exc, oss2.exceptions.RequestError) else exc
+        return SourceError(f"{where}: request failed: {_short(cause)}", key)
 
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
         for _generation, bucket in idle:
             bucket.session.session.close()
+
+
+def _short(exc: BaseException) -> str:
+    """The gist of a network error (requests nests the OS error three levels deep)."""
+    text = str(exc)
+    found = _OS_ERROR.search(text) or _OS_ERROR_REPR.search(text)
+    if found:
+        return f"{type(exc).__name__}: {found.group(1)}"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+_OS_ERROR = re.compile(r"\[Errno \d+\] ([^\"'()]+)")
+_OS_ERROR_REPR = re.compile(r"\w+Error\(\d+, '([^']+)'\)")
 
 
 class _Progress:
