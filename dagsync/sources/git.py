@@ -3,6 +3,7 @@ written blob by blob so unchanged blobs are hard-linked from the previous revisi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -35,7 +36,14 @@ log = logging.getLogger(__name__)
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 CHUNK_BYTES = 1 << 20
 KEEP_REF = "refs/dagsync/current"
-ERROR_TAIL_CHARS = 300
+ERROR_DETAIL_CHARS = 300
+GIT_BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository")
+# A fetch adds one pack; past this many the cache is repacked and unreachable objects pruned,
+# so a sidecar that publishes for months keeps a small, fast cache.
+MAX_PACKS = 20
+# What a git process killed with -9 (a pod killed mid-sync) leaves in the cache and what would
+# make every later git in it fail ("shallow.lock: File exists").
+STALE_GLOBS = ("*.lock", "refs/**/*.lock", "objects/pack/tmp_*", "objects/*/tmp_obj_*", "gc.pid")
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class GitSource:
             refs[name.strip()] = sha.strip()
         for candidate in pick_ref_names(ref):
             if candidate in refs:
-                return Plan(revision=refs[candidate], detail={"ref": candidate})
+                return Plan(revision=refs[candidate], detail={"ref": candidate.removesuffix("^{}")})
         raise SourceError(f"--ref {ref!r} not found in {self.shown_url}", ref)
 
     # -- fetch ---------------------------------------------------------------------------
@@ -209,7 +217,11 @@ class GitSource:
         if not (repo_dir / "HEAD").exists():
             repo_dir.mkdir(parents=True, exist_ok=True)
             self._git(["init", "--bare", "--quiet", str(repo_dir)], deadline, None, "init")
-            self._git(["config", "gc.pruneExpire", "1.hour.ago"], deadline, repo_dir, "config")
+            self._git(["config", "gc.pruneExpire", "now"], deadline, repo_dir, "config")
+        else:
+            # The root's lock is ours, so no other dagsync runs git here: whatever git left
+            # behind was left by a process that died with a previous dagsync.
+            clear_stale_git_state(repo_dir)
         if not self._has_commit(repo_dir, sha, deadline):
             args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc"]
             if self.config.depth > 0:
@@ -226,6 +238,9 @@ class GitSource:
             if not self._has_commit(repo_dir, sha, deadline):
                 raise SourceError(f"commit {sha} not found in {redact_url(url)}", sha)
         self._git(["update-ref", KEEP_REF, sha], deadline, repo_dir, "update-ref")
+        if len(list((repo_dir / "objects" / "pack").glob("*.pack"))) > MAX_PACKS:
+            # Only refs/dagsync/current is kept: older commits and their blobs go.
+            self._git(["gc", "--quiet", "--prune=now"], deadline, repo_dir, "gc")
 
     def _has_commit(self, repo_dir: Path, sha: str, deadline: float) -> bool:
         try:
@@ -254,8 +269,7 @@ class GitSource:
             env=self.auth.env(),
         )
         if result.returncode != 0:
-            detail = redact(result.stderr.decode(errors="replace").strip())
-            detail = " ".join(detail.split())[-ERROR_TAIL_CHARS:]
+            detail = git_error_detail(redact(result.stderr.decode(errors="replace")))
             raise SourceError(f"git {what} of {self.shown_url} failed: {detail}", self.shown_url)
         return result.stdout
 
@@ -264,6 +278,29 @@ class GitSource:
             repo.close()
         self._repos.clear()
         self.auth.close()
+
+
+def git_error_detail(stderr: str) -> str:
+    """git's stderr as one bounded line: all of it when short (ssh's own complaints, such as
+    "No user exists for uid", are not ``fatal:`` lines), else its ``fatal:``/``error:`` lines."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(GIT_BOILERPLATE)]
+    detail = " ".join(" ".join(lines).split())
+    if len(detail) > ERROR_DETAIL_CHARS:
+        errors = [line for line in lines if line.startswith(("fatal:", "error:"))]
+        detail = " ".join(" ".join(errors or lines).split())
+    if len(detail) > ERROR_DETAIL_CHARS:
+        detail = detail[: ERROR_DETAIL_CHARS - 3] + "..."
+    return detail or "no error output"
+
+
+def clear_stale_git_state(repo_dir: Path) -> None:
+    """Remove lock and temp files a killed git left in ``repo_dir``."""
+    for pattern in STALE_GLOBS:
+        for path in repo_dir.glob(pattern):
+            log.debug("removing stale git file path=%s", path)
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def pick_ref_names(ref: str) -> list[str]:

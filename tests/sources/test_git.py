@@ -7,10 +7,13 @@ with basic auth (username + password file), sshd with key and strict known_hosts
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import stat
+import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -478,9 +481,7 @@ def test_submodules_recursive_shallow_and_off(
     }
 
 
-def test_subpath_include_and_exclude(
-    git_repo: Repo, tmp_path: Path, env: dict[str, str]
-) -> None:
+def test_subpath_include_and_exclude(git_repo: Repo, tmp_path: Path, env: dict[str, str]) -> None:
     git_repo.write("dags/sub/c.py", "# c\n")
     git_repo.write("dags/sub/notes.md", "notes\n")
     git_repo.write("dags/tests/test_a.py", "# test\n")
@@ -505,7 +506,10 @@ def test_subpath_include_and_exclude(
     ok(once(remote, root, env, "--exclude", "*.md", "--exclude", "!README.md",
             "--exclude", "/dags/sub"))  # fmt: skip
     assert set(files_of(published(root)[1])) == {
-        "README.md", "dags/a.py", "dags/b.py", "dags/tests/test_a.py"
+        "README.md",
+        "dags/a.py",
+        "dags/b.py",
+        "dags/tests/test_a.py",
     }
 
     result = once(remote, tmp_path / "missing-subpath", env, "--subpath", "nope")
@@ -671,3 +675,93 @@ def test_run_gives_up_after_max_failures(root: Path, env: dict[str, str], tmp_pa
     assert result.stderr.count("sync failed") == 3
     assert time.monotonic() - started < 15
     assert link_target(root) is None
+
+
+# --- an arbitrary uid with no passwd entry (the Airflow chart runs git-sync as 65533) ----------
+
+NO_PASSWD_UID = 65533
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def _import_path_for_other_uids() -> str | None:
+    """A PYTHONPATH that gives /usr/bin/python3 this dagsync and its dependencies, if every
+    folder on it is readable by others; None when that cannot work here."""
+    import dagsync
+
+    if not SYSTEM_PYTHON.exists() or shutil.which("setpriv") is None:
+        return None
+    version = run_quiet([str(SYSTEM_PYTHON), "-c", "import sys; print(sys.version_info[:2])"])
+    if version != str(sys.version_info[:2]):
+        return None  # compiled dependencies are built for this interpreter's version
+    folders = [Path(sysconfig.get_paths()["purelib"]), Path(dagsync.__file__).parent.parent]
+    for folder in folders:
+        for part in [folder, *folder.parents]:
+            if part.stat().st_mode & 0o005 != 0o005:
+                return None
+    return os.pathsep.join(str(f) for f in folders)
+
+
+def run_quiet(argv: list[str]) -> str:
+    import subprocess
+
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+@pytest.mark.ssh
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to uid 65533")
+def test_ssh_as_a_uid_without_passwd_entry_with_a_root_owned_0440_key(
+    git_repo: Repo, sshd: SshServer
+) -> None:
+    import pwd
+    import subprocess
+    import tempfile
+
+    with contextlib.suppress(KeyError):
+        pwd.getpwuid(NO_PASSWD_UID)
+        pytest.skip(f"uid {NO_PASSWD_UID} has a passwd entry here")
+    python_path = _import_path_for_other_uids()
+    if python_path is None:
+        pytest.skip("no world-readable Python 3 of this version with dagsync importable")
+    top = Path(tempfile.mkdtemp(prefix="dagsync-uid-"))
+    try:
+        top.chmod(0o755)
+        secret = top / "git-secret"  # as Kubernetes mounts a secret: root-owned, 0440
+        secret.mkdir(mode=0o755)
+        key, known_hosts = secret / "ssh", secret / "known_hosts"
+        shutil.copyfile(sshd.client_key, key)
+        shutil.copyfile(sshd.known_hosts, known_hosts)
+        key.chmod(0o440)
+        known_hosts.chmod(0o444)
+        root = top / "root"
+        root.mkdir()
+        os.chown(root, NO_PASSWD_UID, 0)
+        as_uid = ["setpriv", f"--reuid={NO_PASSWD_UID}", "--regid=0", "--clear-groups"]
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/", "GIT_CONFIG_NOSYSTEM": "1",
+               "PYTHONPATH": python_path}  # fmt: skip
+
+        # The control: plain OpenSSH refuses to run for this uid at all.
+        control = subprocess.run(
+            [*as_uid, "ssh", "-o", "BatchMode=yes", "-p", str(sshd.port), "127.0.0.1", "true"],
+            capture_output=True, text=True, env=env, timeout=30,
+        )  # fmt: skip
+        assert control.returncode != 0 and "No user exists" in control.stderr
+
+        expected = dict(INITIAL_FILES)
+        for url in (sshd.url_for(git_repo.bare_path), sshd.scp_url_for(git_repo.bare_path)):
+            proc = subprocess.run(
+                [*as_uid, str(SYSTEM_PYTHON), "-m", "dagsync", "once", "--repo", url,
+                 "--root", str(root), "--ssh-key-file", str(key),
+                 "--ssh-known-hosts-file", str(known_hosts)],
+                capture_output=True, text=True, env=env, timeout=60, cwd=top,
+            )  # fmt: skip
+            result = Result(proc.returncode, proc.stdout, proc.stderr)
+            assert result.returncode == 0, str(result)
+            assert not any(s in result.output for s in key_secrets(key))
+            assert_published(root, git_repo.head(), expected)
+            expected["dags/a.py"] = f"# after {url}\n"
+            git_repo.write("dags/a.py", expected["dags/a.py"])
+            git_repo.commit("next")
+            git_repo.push()
+        assert root.joinpath(".dagsync").stat().st_uid == NO_PASSWD_UID
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
