@@ -135,9 +135,26 @@ def _one_line(text: str) -> str:
     return text.replace("\r\n", " | ").replace("\n", " | ").replace("\r", " | ")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is emitted, not when logging was set
+    up: the CLI run in-process (tests, embedding) must not keep writing to a replaced and
+    closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def setup(fmt: str, level: str, stream: TextIO | None = None) -> None:
     """Configure the root logger once per process."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream else _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

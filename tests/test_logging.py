@@ -167,3 +167,17 @@ def test_text_formatter_and_json_formatter_directly():
     )
     assert TextFormatter().format(record).endswith("info    hello who=w")
     assert json.loads(JsonFormatter().format(record))["who"] == "w"
+
+
+def test_default_handler_writes_to_the_current_stderr(
+    capture: tuple[io.StringIO, logging.Logger], monkeypatch: pytest.MonkeyPatch
+):
+    _stream, log = capture
+    logsetup.setup("text", "info")  # no stream: sys.stderr, looked up for every line
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    log.info("one")
+    first.close()  # e.g. a test's capture, replaced and closed
+    monkeypatch.setattr("sys.stderr", second)
+    log.info("two")
+    assert second.getvalue().rstrip().endswith("info    two")
