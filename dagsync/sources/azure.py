@@ -10,12 +10,14 @@ Content-MD5, when the file has one, is checked without an extra HEAD: the servic
 ranged GETs as ``x-ms-content-md5`` (``Content-MD5`` on an un-ranged GET), read from the raw
 response through ``raw_response_hook`` because the SDK hides it from ``properties``. Size is
 always checked, and a file whose ETag moved since the listing fails the sync (the next one
-relists). The SDK retries 5xx and dropped connections itself; a truncated body it does not
-retry, so dagsync does, bounded by --sync-timeout.
+relists). The SDK retries 5xx and dropped connections itself (``SDK_RETRIES``, a short
+constant wait); what it gives up on or does not retry at all (a truncated body) dagsync retries
+with the store pipeline's ``call_with_retries``. Socket timeouts share the time left, so all of
+it stays within --sync-timeout.
 
 Hidden tuning knobs (``--source-option KEY=VALUE``, for tests and benchmarks; not in SPEC):
 ``page_size`` (listing entries per request, 1..5000; default the service's 5000) and
-``retry_backoff`` (seconds before the first retry, by the SDK and by dagsync; default 1).
+``retry_backoff`` (seconds the SDK waits between its own retries; default 1).
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ from urllib3.util.retry import Retry
 from dagsync.config import Config
 from dagsync.errors import ConfigError, SourceError, SyncTimeout, UnsafePath
 from dagsync.redact import redact, register_secret
-from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject
+from dagsync.sources.objectstore import (
+    Cancelled,
+    ObjectStoreSource,
+    RemoteObject,
+    call_with_retries,
+)
 from dagsync.timing import remaining
 
 if TYPE_CHECKING:
@@ -65,7 +72,6 @@ MAX_PAGE_SIZE = 5000
 CONNECT_TIMEOUT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 60.0
 SDK_RETRIES = 3
-DOWNLOAD_ATTEMPTS = 5
 DEFAULT_RETRY_BACKOFF_SECONDS = 1.0
 _BAD_NAME_CHARS = ("/", "\\", "\x00")
 _AUTH_HINTS = {
@@ -190,7 +196,6 @@ class AzureSource(ObjectStoreSource):
         self._client: ShareClient | None = None
         self._client_secret: str | None = None
         self._client_lock = threading.Lock()
-        self._closing = threading.Event()  # cuts a retry's wait short
         self._url = self.credential.account_url or "the connection string's endpoint"
         if self.credential.route == "connection string":
             secret = self.credential.read(config)
@@ -279,7 +284,6 @@ class AzureSource(ObjectStoreSource):
         return client if client is not None else self._refresh()
 
     def close(self) -> None:
-        self._closing.set()
         with self._client_lock:
             if self._client is not None:
                 self._client.close()
@@ -356,7 +360,7 @@ class AzureSource(ObjectStoreSource):
             return files, subdirs
 
         what = f"directory {path!r}" if path else "the root directory"
-        return self._with_retries(attempt, what, deadline)
+        return self._with_retries(attempt, what, deadline, stop)
 
     # -- downloads ------------------------------------------------------------------------------
     def download(self, obj: RemoteObject, out: BinaryIO, deadline: float) -> None:
@@ -367,7 +371,7 @@ class AzureSource(ObjectStoreSource):
             out.truncate()
             self._download_once(file, obj, out, deadline)
 
-        self._with_retries(attempt, f"file {obj.handle!r}", deadline)
+        self._with_retries(attempt, f"file {obj.handle!r}", deadline, self.cancelled)
 
     def _download_once(self, file: Any, obj: RemoteObject, out: BinaryIO, deadline: float) -> None:
         stored: list[str] = []
@@ -395,7 +399,7 @@ class AzureSource(ObjectStoreSource):
             out.write(chunk)
             digest.update(chunk)
             written += len(chunk)
-            remaining(deadline, f"download of {obj.key}")
+            self.check_running(deadline, f"download of {obj.key}")
         if written != obj.size:
             raise _Truncated(f"{obj.key}: got {written} bytes, expected {obj.size}")
         if stored and base64.b64decode(stored[0]) != digest.digest():
@@ -406,27 +410,23 @@ class AzureSource(ObjectStoreSource):
             )
 
     # -- errors ---------------------------------------------------------------------------------
-    def _with_retries(self, call: Callable[[], T], what: str, deadline: float) -> T:
-        """``call`` again after transient failures the SDK gave up on or does not retry
-        (a truncated body), until it succeeds, fails for good, or the deadline is near."""
-        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-            try:
-                return call()
-            except _RETRYABLE as exc:
-                if not _transient(exc) or attempt == DOWNLOAD_ATTEMPTS:
-                    raise self._error(exc, what) from exc
-                wait_s = min(self.backoff * 2 ** (attempt - 1), 10.0)
-                if remaining(deadline, f"{what} in {self.describe()}") <= wait_s:
-                    raise self._error(exc, what) from exc
-                log.warning(
-                    "azure request failed, retrying what=%s attempt=%d error=%s",
-                    what,
-                    attempt,
-                    _reason(exc),
-                )
-                if self._closing.wait(wait_s):
-                    raise self._error(exc, what) from exc
-        raise AssertionError("unreachable")
+    def _with_retries(
+        self, call: Callable[[], T], what: str, deadline: float, stop: threading.Event
+    ) -> T:
+        """``call`` again after transient failures the SDK gave up on or does not retry (a
+        truncated body), with the shared backoff, bounded by the deadline; then a SourceError."""
+        try:
+            return call_with_retries(
+                call,
+                transient=_transient,
+                deadline=deadline,
+                what=f"{what} in {self.describe()}",
+                stop=stop,
+            )
+        except _RETRYABLE as exc:
+            if stop.is_set():
+                raise Cancelled(f"{what}: cancelled", what) from exc
+            raise self._error(exc, what) from exc
 
     def _error(self, exc: Exception, what: str) -> SourceError:
         status = getattr(exc, "status_code", None)
@@ -446,11 +446,13 @@ class _Truncated(Exception):
     """Fewer bytes arrived than the file holds."""
 
 
-# What _with_retries looks at; _transient decides which of these are worth another attempt.
+# What _with_retries catches; _transient decides which of these are worth another attempt.
 _RETRYABLE = (_Truncated, ServiceRequestError, ServiceResponseError, HttpResponseError)
 
 
-def _transient(exc: Exception) -> bool:
+def _transient(exc: BaseException) -> bool:
+    if not isinstance(exc, _RETRYABLE):
+        return False  # ours (verification, unsafe names, timeouts) or a bug: never retried
     if isinstance(exc, ClientAuthenticationError | ResourceNotFoundError | ResourceModifiedError):
         return False
     if isinstance(exc, _Truncated | ServiceRequestError | ServiceResponseError):

@@ -326,7 +326,7 @@ def test_a_body_that_stays_truncated_is_never_published(az: FakeAzureFiles, tmp_
     az.put(SHARE, "f.bin", os.urandom(100_000))
     az.truncate_next_get(1000)
 
-    run = dagsync_once(az, tmp_path / "root")
+    run = dagsync_once(az, tmp_path / "root", "--sync-timeout", "2s")
 
     assert run.returncode == 1, run
     assert "f.bin" in run.stderr or "ok.py" in run.stderr
@@ -666,6 +666,7 @@ def test_no_credential_appears_in_any_output(
         secrets = [env["AZURE_STORAGE_CONNECTION_STRING"], OTHER_KEY, az.key]
     if outcome == "truncated":
         az.truncate_next_get(1000)
+        args += ["--sync-timeout", "2s"]  # the retries give up when the next wait would not fit
 
     run = dagsync_once(az, root, *args, env=env, connection_string=False)
 
@@ -723,3 +724,29 @@ def test_names_the_fake_could_hold_are_checked_before_the_manifest(
     finally:
         source.close()
     assert info.value.obj == "ok/.."
+
+
+def test_only_service_and_transport_errors_are_retried() -> None:
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceModifiedError,
+        ResourceNotFoundError,
+        ServiceResponseError,
+    )
+
+    from dagsync.errors import SyncTimeout
+    from dagsync.sources.azure import _transient
+
+    assert _transient(HttpResponseError("Download stream interrupted."))
+    assert _transient(ServiceResponseError("connection reset"))
+    for never in (
+        ClientAuthenticationError("403"),
+        ResourceNotFoundError("404"),
+        ResourceModifiedError("etag moved"),
+        SourceError("a.py: content does not match its stored Content-MD5"),
+        UnsafePath("refusing '..'", ".."),
+        SyncTimeout("listing exceeded --sync-timeout"),
+        ValueError("a bug"),
+    ):
+        assert not _transient(never), never
