@@ -103,7 +103,9 @@ class App:
             self.metrics.found_on_disk(current, published_at)
             log.info("found published revision=%s", current.revision)
 
-    def _start_http(self, trigger: Callable[[], None], busy: Callable[[], bool] | None) -> None:
+    def _start_http(
+        self, trigger: Callable[[], None] | None, busy: Callable[[], bool] | None
+    ) -> None:
         if self.http_bind is None:
             return
         cfg = self.config
@@ -122,7 +124,7 @@ class App:
 
     def once(self) -> int:
         self._prepare()
-        self._start_http(trigger=lambda: None, busy=None)
+        self._start_http(trigger=None, busy=None)
         result = self.syncer.run_pass()
         self.reporter(result)
         if result.ok and result.published is not None and self.hooks:

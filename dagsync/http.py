@@ -160,7 +160,7 @@ class OpsApi:
         *,
         board: StatusBoard,
         registry: CollectorRegistry,
-        trigger: Callable[[], None],
+        trigger: Callable[[], None] | None,
         stale_after: float,
         secret: TriggerSecret | None = None,
         gitsync_root: bool = False,
@@ -227,6 +227,8 @@ class OpsApi:
         return ordered
 
     def post_sync(self, headers: Message, body: bytes) -> Reply:
+        if self.trigger is None:
+            return text(503, "no sync loop to trigger (dagsync once)")
         if self.secret is not None and not self.secret.verify(headers, body):
             log.warning("refused POST /sync: missing or wrong trigger secret")
             return Reply(

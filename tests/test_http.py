@@ -253,6 +253,14 @@ def test_post_sync_without_secret(serve: Callable[..., Served]):
     assert len(s.triggers) == 1
 
 
+def test_post_sync_without_a_loop(serve: Callable[..., Served]):
+    s = serve()
+    s.server.api.trigger = None  # dagsync once with --http-bind
+    resp = s.post()
+    assert resp.status_code == 503
+    assert "once" in resp.text
+
+
 @pytest.fixture
 def github_secret(tmp_path: Path) -> Path:
     path = tmp_path / "trigger-secret"
