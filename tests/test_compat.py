@@ -3,7 +3,6 @@ exactly as the Airflow charts start the git-sync image: no arguments, only their
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -31,10 +30,6 @@ from tests.airflow_helpers import (
 from tests.gitservers import HTTP_PASSWORD, HTTP_USERNAME, GitHttpServer, Repo, SshServer
 
 REPO_URL = "https://github.com/apache/airflow.git"
-HAS_LOCAL = importlib.util.find_spec("dagsync.sources.local") is not None
-needs_local = pytest.mark.skipif(
-    not HAS_LOCAL, reason="dagsync/sources/local.py has not landed yet (store engineer)"
-)
 
 
 def chart(**kwargs: Any) -> dict[str, str]:
@@ -812,7 +807,6 @@ def test_chart_ssh_key_and_known_hosts(
     assert published(tmp_path / "repo") == git_repo.head()
 
 
-@needs_local
 def test_dagsync_source_local_beside_the_charts_repo(
     base_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -835,3 +829,30 @@ def test_dagsync_source_local_beside_the_charts_repo(
         "one.py",
         "sub/two.py",
     ]
+
+
+def test_dagsync_source_oss_rides_on_the_charts_git_sync_wiring(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    pytest.importorskip("oss2", reason="dagsync[oss] is not installed")
+    from tests.fakes.oss_server import FakeOss
+
+    with FakeOss(access_key_id="chart-key-id", access_key_secret="chart-key-secret") as fake:
+        fake.create_bucket("airflow-dags")
+        fake.put("airflow-dags", "team/dags/one.py", b"# one\n")
+        fake.put("airflow-dags", "other/skip.py", b"# not under the prefix\n")
+        root = tmp_path / "git"
+        # The user's dags.gitSync.env; the credentials would come from a secret (envFrom).
+        user_env = [
+            ("DAGSYNC_SOURCE", "oss"),
+            ("DAGSYNC_OSS_ENDPOINT", fake.endpoint),
+            ("DAGSYNC_OSS_BUCKET", "airflow-dags"),
+            ("DAGSYNC_OSS_PREFIX", "team/dags/"),
+            ("OSS_ACCESS_KEY_ID", "chart-key-id"),
+            ("OSS_ACCESS_KEY_SECRET", "chart-key-secret"),
+        ]
+        proc = run_chart(base_env, chart(root=str(root), init=True, extra=user_env))
+    assert proc.returncode == 0, proc.stderr
+    assert published(root / "repo")
+    assert sorted(p.name for p in (root / "repo").iterdir()) == ["one.py"]
+    assert "chart-key-secret" not in proc.stderr
