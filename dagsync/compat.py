@@ -20,8 +20,6 @@ from dagsync.config import parse_bool
 from dagsync.errors import ConfigError
 from dagsync.redact import redact_url, register_secret
 
-log = logging.getLogger(__name__)
-
 PREFIXES = ("GITSYNC_", "GIT_SYNC_")
 DEFAULT_SSH_KEY_FILE = "/etc/git-secret/ssh"
 DEFAULT_KNOWN_HOSTS_FILE = "/etc/git-secret/known_hosts"
@@ -29,18 +27,9 @@ DEFAULT_KNOWN_HOSTS_FILE = "/etc/git-secret/known_hosts"
 # Options that only mean something to the git source: dropped when DAGSYNC_SOURCE (or a flag)
 # picks another source, so the chart's always-present GITSYNC_REPO cannot make it ambiguous.
 GIT_ONLY = frozenset(
-    {
-        "repo",
-        "ref",
-        "depth",
-        "submodules",
-        "ssh_key_file",
-        "ssh_known_hosts",
-        "ssh_known_hosts_file",
-        "username",
-        "password_file",
-    }
-)
+    {"repo", "ref", "depth", "submodules", "ssh_key_file", "ssh_known_hosts",
+     "ssh_known_hosts_file", "username", "password_file"}
+)  # fmt: skip
 # Options whose presence (as a flag or DAGSYNC_* variable) names a non-git source.
 OTHER_SOURCE_HINTS = {
     "oss_bucket": "oss",
@@ -79,7 +68,9 @@ def _bool(value: str, name: str) -> bool:
     return parsed
 
 
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_GO_DURATION_PART = re.compile(f"({_NUMBER})(ns|us|µs|μs|ms|s|m|h)")
+_GO_DURATION = re.compile(f"(?:{_GO_DURATION_PART.pattern})+")
 _GO_UNITS = {
     "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
 }  # fmt: skip
@@ -87,38 +78,19 @@ _GO_UNITS = {
 
 def parse_go_duration(value: str, name: str) -> float:
     """Seconds from a Go duration (``5s``, ``1m30s``, ``500ms``, ``1.5h``); a bare number is
-    taken as seconds, which Go rejects but a person may well write."""
+    taken as seconds, which Go rejects but a person may well write. Never negative."""
     text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-        pos, total = 0, 0.0
-        while pos < len(text):
-            m = _GO_DURATION_PART.match(text, pos)
-            if m is None:
-                break
-            total += float(m.group(1)) * _GO_UNITS[m.group(2)]
-            pos = m.end()
-        if text and pos == len(text):
-            seconds = total
-        else:
-            raise ConfigError(
-                f"{name}: invalid duration {value!r} (use e.g. 5s, 1m30s, 500ms)", name
-            ) from None
-    if seconds < 0 or seconds != seconds:  # negative or NaN
-        raise ConfigError(f"{name}: invalid duration {value!r} (must not be negative)", name)
-    return seconds
+    if re.fullmatch(_NUMBER, text):
+        return float(text)
+    if _GO_DURATION.fullmatch(text):
+        return sum(float(n) * _GO_UNITS[unit] for n, unit in _GO_DURATION_PART.findall(text))
+    raise ConfigError(f"{name}: invalid duration {value!r} (use e.g. 5s, 1m30s, 500ms)", name)
 
 
 def _float_seconds(value: str, name: str) -> float:
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        raise ConfigError(f"{name}: expected seconds as a number, got {value!r}", name) from None
-    if seconds < 0 or seconds != seconds:
-        raise ConfigError(f"{name}: must not be negative, got {value!r}", name)
-    return seconds
+    if not re.fullmatch(_NUMBER, value.strip()):
+        raise ConfigError(f"{name}: expected seconds as a number, got {value!r}", name)
+    return float(value.strip())
 
 
 def _int_seconds(value: str, name: str) -> float:
@@ -205,15 +177,9 @@ SSH_VARS = (Var("GITSYNC_SSH", _bool), Var("GIT_SYNC_SSH", _bool))
 # Accepted and ignored: dagsync needs no passwd entry to be added, always has metrics, and
 # logs through --log-level.
 IGNORED = frozenset(
-    {
-        "GITSYNC_ADD_USER",
-        "GIT_SYNC_ADD_USER",
-        "GITSYNC_HTTP_METRICS",
-        "GIT_SYNC_HTTP_METRICS",
-        "GITSYNC_VERBOSE",
-    }
-)
-SECRET_VARS = frozenset(v.name for v in PASSWORD_VARS)
+    {"GITSYNC_ADD_USER", "GIT_SYNC_ADD_USER", "GITSYNC_HTTP_METRICS", "GIT_SYNC_HTTP_METRICS",
+     "GITSYNC_VERBOSE"}
+)  # fmt: skip
 
 
 def _known_names() -> frozenset[str]:
