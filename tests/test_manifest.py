@@ -1,0 +1,201 @@
+"""The pure core: entries, the revision digest, diffs, path safety and selection."""
+
+from __future__ import annotations
+
+import posixpath
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dagsync.errors import LimitExceeded, UnsafePath
+from dagsync.manifest import (
+    MODE_EXEC,
+    MODE_FILE,
+    MODE_SYMLINK,
+    Entry,
+    Manifest,
+    Selector,
+    check_limits,
+    diff,
+    safe_path,
+    safe_symlink_target,
+)
+
+segment = st.text(
+    alphabet=st.characters(blacklist_characters="/\\\x00", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=8,
+).filter(lambda s: s not in (".", ".."))
+rel_path = st.lists(segment, min_size=1, max_size=4).map("/".join)
+entry = st.builds(
+    Entry,
+    path=rel_path,
+    size=st.integers(min_value=0, max_value=10**9),
+    token=st.text(alphabet="0123456789abcdef", min_size=1, max_size=40),
+    mode=st.sampled_from([MODE_FILE, MODE_EXEC]),
+)
+unique_entries = st.lists(entry, max_size=30, unique_by=lambda e: e.path)
+
+
+# --- the manifest and its digest ----------------------------------------------------------------
+
+
+@given(unique_entries, st.randoms(use_true_random=False))
+def test_digest_does_not_depend_on_listing_order(entries: list[Entry], rnd: object) -> None:
+    shuffled = list(entries)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    assert Manifest.of(shuffled).digest() == Manifest.of(entries).digest()
+    assert Manifest.of(shuffled) == Manifest.of(entries)
+
+
+@given(unique_entries.filter(bool), st.data())
+def test_digest_changes_with_any_field(entries: list[Entry], data: st.DataObject) -> None:
+    before = Manifest.of(entries)
+    victim = data.draw(st.sampled_from(entries))
+    field = data.draw(st.sampled_from(["size", "token", "mode"]))
+    changed = {
+        "size": Entry(victim.path, victim.size + 1, victim.token, victim.mode),
+        "token": Entry(victim.path, victim.size, victim.token + "0", victim.mode),
+        "mode": Entry(
+            victim.path, victim.size, victim.token, MODE_EXEC if victim.mode == MODE_FILE
+            else MODE_FILE
+        ),
+    }[field]
+    after = Manifest.of([changed if e is victim else e for e in entries])
+    assert after.digest() != before.digest()
+
+
+@given(unique_entries)
+def test_json_round_trip(entries: list[Entry]) -> None:
+    manifest = Manifest.of(entries)
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    assert Manifest.from_json(manifest.to_json()).digest() == manifest.digest()
+
+
+def test_manifest_refuses_duplicate_paths_and_sums_sizes() -> None:
+    with pytest.raises(UnsafePath, match="duplicate path"):
+        Manifest.of([Entry("a.py", 1, "x"), Entry("a.py", 2, "y")])
+    manifest = Manifest.of([Entry("b", 2, "t"), Entry("a", 3, "u")])
+    assert [e.path for e in manifest.entries] == ["a", "b"]
+    assert manifest.total_bytes == 5 and len(manifest) == 2
+    assert Manifest.of([]).digest() == Manifest.of([]).digest()
+    assert len(Manifest.of([]).digest()) == 40
+
+
+# --- diff ---------------------------------------------------------------------------------------
+
+
+@given(unique_entries, unique_entries)
+def test_diff_partitions_the_new_manifest(
+    new_entries: list[Entry], old_entries: list[Entry]
+) -> None:
+    new, old = Manifest.of(new_entries), Manifest.of(old_entries)
+    result = diff(new, old)
+    reuse = {e.path for e in result.reuse}
+    fetch = {e.path for e in result.fetch}
+    assert reuse.isdisjoint(fetch)
+    assert reuse | fetch == {e.path for e in new.entries}
+    assert len(result.reuse) + len(result.fetch) == len(new)
+    before = old.by_path()
+    for e in result.reuse:
+        assert before[e.path].same_content(e)
+    for e in result.fetch:
+        assert e.path not in before or not before[e.path].same_content(e)
+    assert set(result.removed) == set(before) - {e.path for e in new.entries}
+
+
+@given(unique_entries)
+def test_diff_against_nothing_or_itself(entries: list[Entry]) -> None:
+    manifest = Manifest.of(entries)
+    assert diff(manifest, None).fetch == manifest.entries
+    assert diff(manifest, manifest).reuse == manifest.entries
+    assert diff(manifest, manifest).removed == ()
+
+
+def test_diff_never_reuses_symlinks() -> None:
+    link = Entry("l", 1, "t", MODE_SYMLINK, "a")
+    manifest = Manifest.of([link])
+    assert diff(manifest, manifest).fetch == (link,)
+
+
+# --- path safety --------------------------------------------------------------------------------
+
+
+@given(st.lists(st.sampled_from(["a", "b.py", ".", "", "..", "c d", "é"]), min_size=1))
+def test_safe_path_result_never_escapes(parts: list[str]) -> None:
+    raw = "/".join(parts)
+    try:
+        clean = safe_path(raw)
+    except UnsafePath as exc:
+        assert exc.obj == raw
+        assert ".." in parts or not [p for p in parts if p not in ("", ".")] or raw.startswith("/")
+        return
+    assert ".." not in parts
+    assert not clean.startswith("/") and clean == posixpath.normpath(clean)
+    assert ".." not in clean.split("/")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["../x", "a/../../x", "a/..", "..", "/etc/passwd", "C:/x", "a\\b", "..\\x", "a\x00b", "",
+     "./", "//"],  # fmt: skip
+)
+def test_safe_path_refuses(raw: str) -> None:
+    with pytest.raises(UnsafePath) as info:
+        safe_path(raw)
+    assert repr(raw) in str(info.value)  # the error names the key
+
+
+@given(rel_path)
+def test_safe_path_keeps_plain_relative_paths(raw: str) -> None:
+    assert safe_path(raw) == raw
+    assert safe_path("./" + raw.replace("/", "//")) == raw
+
+
+@pytest.mark.parametrize(
+    ("path", "target", "ok"),
+    [
+        ("dags/a.py", "b.py", True),
+        ("dags/a.py", "../lib/x.py", True),
+        ("a.py", "dags", True),
+        ("a.py", "../outside", False),
+        ("dags/a.py", "../../outside", False),
+        ("a.py", "/etc/passwd", False),
+        ("a.py", "", False),
+    ],
+)
+def test_symlink_targets_stay_inside(path: str, target: str, ok: bool) -> None:
+    if ok:
+        safe_symlink_target(path, target)
+    else:
+        with pytest.raises(UnsafePath):
+            safe_symlink_target(path, target)
+
+
+# --- selection ----------------------------------------------------------------------------------
+
+
+def test_selector_subpath_include_exclude() -> None:
+    sel = Selector("dags/", include=["*.py"], exclude=["tests/", "!tests/keep.py", "b.py"])
+    assert sel.select("README.md") is None
+    assert sel.select("dags/a.py") == "a.py"
+    assert sel.select("dags/notes.md") is None
+    assert sel.select("dags/b.py") is None
+    assert sel.select("dags/sub/b.py") is None  # gitignore: a bare name matches at any depth
+    assert sel.select("dags/tests/t.py") is None
+    assert sel.select("dagsx/a.py") is None
+    assert Selector(None).select("any/thing") == "any/thing"
+    anchored = Selector(None, exclude=["/top.py"])
+    assert anchored.select("top.py") is None and anchored.select("sub/top.py") == "sub/top.py"
+    with pytest.raises(UnsafePath):
+        Selector("../up")
+
+
+def test_limits() -> None:
+    manifest = Manifest.of([Entry("a", 10, "t"), Entry("b", 10, "u")])
+    check_limits(manifest, max_files=2, max_bytes=20)
+    with pytest.raises(LimitExceeded, match="--max-files 1"):
+        check_limits(manifest, max_files=1, max_bytes=20)
+    with pytest.raises(LimitExceeded, match="--max-bytes 19"):
+        check_limits(manifest, max_files=2, max_bytes=19)
