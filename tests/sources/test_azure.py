@@ -383,6 +383,23 @@ def test_a_missing_share_or_directory_is_named(az: FakeAzureFiles, tmp_path: Pat
     assert "not found" in run.stderr and "'dags'" in run.stderr and "nope" in run.stderr
 
 
+def test_proxy_variables_are_still_honoured(az: FakeAzureFiles, tmp_path: Path) -> None:
+    # requests' per-request environment lookup is resolved once per client (it cost a quarter
+    # of the CPU of a small download); the variables must keep their meaning.
+    az.put(SHARE, "a.py", b"a")
+    dead_proxy = {"HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    env = {**base_env(), **dead_proxy}
+    env.pop("NO_PROXY", None)
+    env.pop("no_proxy", None)
+
+    through_proxy = dagsync_once(az, tmp_path / "r1", "--sync-timeout", "2s", env=env)
+    assert through_proxy.returncode == 1, through_proxy
+    assert az.count() == 0  # it went to the (dead) proxy
+
+    bypassed = dagsync_once(az, tmp_path / "r2", env={**env, "NO_PROXY": "127.0.0.1"})
+    assert bypassed.returncode == 0, bypassed
+
+
 # -- credentials ----------------------------------------------------------------------------------
 def key_file(tmp_path: Path, key: str) -> Path:
     path = tmp_path / "secrets" / "azure-key"
