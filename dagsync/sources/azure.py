@@ -29,10 +29,8 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 import requests
 from azure.core.credentials import AzureSasCredential
@@ -51,7 +49,8 @@ from urllib3.util.retry import Retry
 
 from dagsync.config import Config
 from dagsync.errors import ConfigError, SourceError, SyncTimeout, UnsafePath
-from dagsync.redact import redact, register_secret
+from dagsync.redact import redact
+from dagsync.sources.azure_auth import AUTH_HINTS, credential_route, register_connection_string
 from dagsync.sources.objectstore import (
     Cancelled,
     ObjectStoreSource,
@@ -74,86 +73,7 @@ READ_TIMEOUT_SECONDS = 60.0
 SDK_RETRIES = 3
 DEFAULT_RETRY_BACKOFF_SECONDS = 1.0
 _BAD_NAME_CHARS = ("/", "\\", "\x00")
-_AUTH_HINTS = {
-    "connection string": "a wrong or rotated AccountKey, or an expired SharedAccessSignature?",
-    "account key": "a wrong or rotated key, or one of another account?",
-    "SAS token": "expired, for another share, or without read and list permissions?",
-}
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class _Credential:
-    """Where the credential comes from; files are re-read every pass (rotation)."""
-
-    route: str  # "connection string" | "account key" | "SAS token"
-    account_url: str | None
-    file: Path | None
-    flag: str
-
-    def read(self, config: Config) -> str:
-        if self.file is None:
-            assert config.azure_connection_string is not None
-            return config.azure_connection_string
-        try:
-            value = self.file.read_text(encoding="utf-8", errors="replace").strip()
-        except OSError as exc:
-            raise SourceError(f"--{self.flag}: cannot read {self.file}: {exc.strerror}") from None
-        if self.route == "SAS token":
-            value = value.lstrip("?")
-        register_secret(value)
-        for sig in parse_qs(value).get("sig", []):
-            register_secret(sig)
-        if not value:
-            raise SourceError(f"--{self.flag}: {self.file} is empty")
-        return value
-
-
-def _credential_route(config: Config) -> _Credential:
-    """Exactly one of: the connection string, or the account URL with a key or SAS file."""
-    conn, url = config.azure_connection_string, config.azure_account_url
-    key_file, sas_file = config.azure_account_key_file, config.azure_sas_token_file
-    if key_file and sas_file:
-        raise ConfigError(
-            "--azure-account-key-file and --azure-sas-token-file: give only one",
-            "azure-account-key-file",
-        )
-    if conn and (url or key_file or sas_file):
-        raise ConfigError(
-            "--azure-account-url: give either AZURE_STORAGE_CONNECTION_STRING or "
-            "--azure-account-url with a key or SAS file, not both",
-            "azure-account-url",
-        )
-    if conn:
-        return _Credential("connection string", None, None, "azure-connection-string")
-    if not url:
-        flag = "azure-account-key-file" if key_file or sas_file else "azure-account-url"
-        raise ConfigError(
-            f"--{flag}: Azure credentials needed: env AZURE_STORAGE_CONNECTION_STRING, or "
-            "--azure-account-url with --azure-account-key-file or --azure-sas-token-file",
-            flag,
-        )
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(
-            "--azure-account-url: expected https://ACCOUNT.file.core.windows.net",
-            "azure-account-url",
-        )
-    if parts.query or parts.fragment:
-        raise ConfigError(
-            "--azure-account-url: must not carry a query; put a SAS token in "
-            "--azure-sas-token-file",
-            "azure-account-url",
-        )
-    if key_file is None and sas_file is None:
-        raise ConfigError(
-            "--azure-account-url: needs --azure-account-key-file or --azure-sas-token-file",
-            "azure-account-url",
-        )
-    if key_file is not None:
-        return _Credential("account key", url.rstrip("/"), key_file, "azure-account-key-file")
-    assert sas_file is not None
-    return _Credential("SAS token", url.rstrip("/"), sas_file, "azure-sas-token-file")
 
 
 def _int_option(options: dict[str, str], key: str, low: int, high: int) -> int | None:
@@ -178,7 +98,7 @@ class AzureSource(ObjectStoreSource):
         if not config.azure_share:
             raise ConfigError("--azure-share is required for --source azure", "azure-share")
         self.share_name = config.azure_share
-        self.credential = _credential_route(config)
+        self.credential = credential_route(config)
         options = dict(config.source_option)
         self.page_size = _int_option(options, "page_size", 1, MAX_PAGE_SIZE)
         try:
@@ -199,7 +119,7 @@ class AzureSource(ObjectStoreSource):
         self._url = self.credential.account_url or "the connection string's endpoint"
         if self.credential.route == "connection string":
             secret = self.credential.read(config)
-            _register_connection_string(secret)
+            register_connection_string(secret)
         else:
             try:
                 secret = self.credential.read(config)
@@ -436,7 +356,7 @@ class AzureSource(ObjectStoreSource):
         if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
             return SourceError(
                 f"access denied to {where}: {_reason(exc)}; check the {self.credential.route} "
-                f"({_AUTH_HINTS[self.credential.route]})",
+                f"({AUTH_HINTS[self.credential.route]})",
                 what,
             )
         if isinstance(exc, ResourceNotFoundError):
@@ -494,13 +414,3 @@ def _pin_environment(session: requests.Session, transport: RequestsTransport, ur
     session.proxies.update(settings["proxies"])
     transport.connection_config.verify = settings["verify"]  # passed on every request
     session.trust_env = False
-
-
-def _register_connection_string(value: str) -> None:
-    register_secret(value)
-    for part in value.split(";"):
-        name, _, secret = part.partition("=")
-        if name.strip().lower() in ("accountkey", "sharedaccesssignature"):
-            register_secret(secret)
-            for sig in parse_qs(secret.lstrip("?")).get("sig", []):
-                register_secret(sig)
