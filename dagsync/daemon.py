@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 JITTER_FRACTION = 0.1
 BACKOFF_START_SECONDS = 1.0
+# A trigger that wakes an idle loop waits this long before the pass starts, so a burst of
+# requests (a push fanned out to several webhooks, a retrying sender) costs one pass, not one
+# per request that happened to arrive between two quick passes.
+TRIGGER_SETTLE_SECONDS = 0.1
 
 
 def next_wait(period: float, failures: int, rand: Callable[[], float] = random.random) -> float:
@@ -103,7 +107,8 @@ class Daemon:
                     cfg.max_failures,
                 )
                 return 1
-            if self._trigger.wait(next_wait(cfg.period, failures)) and self._stop.is_set():
+            woken = self._trigger.wait(next_wait(cfg.period, failures))
+            if woken and self._stop.wait(TRIGGER_SETTLE_SECONDS):
                 break
         log.info("stopped")
         return 0

@@ -379,6 +379,39 @@ def test_burst_of_posts_while_a_sync_runs_costs_one_more_sync(
     assert d.stop() == 0
 
 
+def test_burst_of_posts_from_idle_costs_at_most_two_syncs(
+    start: Callable[..., Dagsync], git_repo: Repo
+):
+    """SPEC 5: a burst costs at most two syncs, also when it hits an idle loop (the trigger
+    settles briefly before the pass, so requests arriving a few ms apart share it)."""
+    d = start("--repo", git_repo.file_url)
+    d.wait_syncs("published", 1)
+    d.wait_idle()
+    before = d.total_syncs()
+    pushed = push_change(git_repo, {"dags/idle_burst.py": "B = 2\n"})
+    go = threading.Event()
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def fire() -> None:
+        go.wait()
+        code = d.post().status_code
+        with lock:
+            codes.append(code)
+
+    threads = [threading.Thread(target=fire) for _ in range(50)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join()
+    assert codes == [202] * 50
+    wait_for(lambda: d.served() == pushed)
+    d.wait_idle()
+    assert 1 <= d.total_syncs() - before <= 2
+    assert d.stop() == 0
+
+
 # -- hooks ---------------------------------------------------------------------------------------
 EXEC_HOOK_SCRIPT = """\
 import json, os, sys
