@@ -305,6 +305,19 @@ def test_persistent_server_errors_fail_within_the_deadline(oss: FakeOss, root: P
     assert 2 <= len(gets(oss)) <= 6
 
 
+def test_a_failed_download_stops_the_others(oss: FakeOss, root: Path) -> None:
+    for i in range(60):
+        oss.put(BUCKET, f"f{i:02d}.py", b"x" * 1000)
+    oss.latency = 0.05
+    oss.corrupt_next_get(1)
+
+    result = run_pass(flags(oss, root, concurrency=4), ENV)
+
+    assert result.result == "failed" and "CRC-64 mismatch" in (result.error or "")
+    assert len(gets(oss)) < 20  # the queued downloads were cancelled, not all 60 made
+    assert list((root / ".dagsync" / "staging").iterdir()) == []
+
+
 def test_a_slow_service_is_bounded_by_the_sync_timeout(oss: FakeOss, root: Path) -> None:
     oss.put(BUCKET, "dag.py", b"x")
     oss.latency = 5.0
@@ -320,16 +333,14 @@ def test_a_slow_service_is_bounded_by_the_sync_timeout(oss: FakeOss, root: Path)
 def test_content_md5_mismatch_is_refused(oss: FakeOss, tmp_path: Path) -> None:
     # The fake's corruption also breaks the CRC-64; here the CRC header is missing (as from a
     # proxy that drops it), so the Content-MD5 is what catches it.
-    from dagsync.sources.oss import _Progress
+    from dagsync.sources.oss import _CRC64, _Progress
 
     class Reply:
         headers = {"Content-MD5": "1B2M2Y8AsgTpgAmY7PhCfg=="}  # MD5 of b""
         server_crc = None
         content_length = 3
 
-    import oss2
-
-    progress = _Progress(3, oss2.utils.Crc64())
+    progress = _Progress(3, _CRC64.copy())
     progress.start(Reply(), "oss://dags/x.py", "x.py")
     progress.update(b"abc")
     with pytest.raises(SourceError, match="Content-MD5 mismatch") as caught:
