@@ -27,7 +27,7 @@ from tests.sources.store_contract import (
 )
 
 ENVS = discover()
-CREDENTIAL_ERROR = re.compile(r"(?i)denied|credential|authori[sz]")
+CREDENTIAL_ERROR = re.compile(r"(?i)denied|credential|authori[sz]|authenticat|forbidden")
 
 
 @pytest.fixture(params=sorted(ENVS))
