@@ -1,5 +1,6 @@
 """The git source: ``ls-remote`` to resolve, a shallow fetch into a bare cache, then the tree is
-written blob by blob so unchanged blobs are hard-linked from the previous revision."""
+written blob by blob (one streaming ``cat-file --batch``) so unchanged blobs are hard-linked from
+the previous revision."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
-
-import git  # GitPython: the cache repository and its object database (cat-file --batch)
 
 from dagsync.config import Config, require_readable
 from dagsync.errors import ConfigError, SourceError
@@ -28,13 +27,16 @@ from dagsync.procs import run_bounded
 from dagsync.redact import redact, redact_url, register_secret
 from dagsync.sources.base import FetchStats, Plan, Published
 from dagsync.sources.git_auth import GitAuth
+from dagsync.sources.git_batch import BlobBatch
 from dagsync.timing import remaining
 from dagsync.tree import TreeWriter
 
 log = logging.getLogger(__name__)
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
-CHUNK_BYTES = 1 << 20
+GIT_ARGV = ("git", "-c", "credential.helper=", "-c", "protocol.file.allow=always")
+GIT_MODE_SYMLINK = "120000"
+GIT_MODES = {"100755": MODE_EXEC, GIT_MODE_SYMLINK: MODE_SYMLINK}
 KEEP_REF = "refs/dagsync/current"
 ERROR_DETAIL_CHARS = 300
 GIT_BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository")
@@ -77,7 +79,6 @@ class GitSource:
         register_secret(config.password)
         self.cache_dir = cache_dir
         self.auth = GitAuth(config)
-        self._repos: dict[Path, git.Repo] = {}
 
     # -- resolve -------------------------------------------------------------------------
     def resolve(self, deadline: float) -> Plan:
@@ -104,42 +105,66 @@ class GitSource:
         selector = Selector(self.config.subpath, self.config.include, self.config.exclude)
         items: list[tuple[str, Path, TreeItem]] = []  # (published path, repo, item)
         self._collect(repo_dir, self.url, plan.revision, "", selector, items, 0, deadline)
-        entries = []
-        for path, repo, item in items:
-            target = ""
-            mode = {"100755": MODE_EXEC, "120000": MODE_SYMLINK}.get(item.mode, MODE_FILE)
-            if mode == MODE_SYMLINK:
-                target = self._read_blob(repo, item.sha).decode("utf-8", "surrogateescape")
-            entries.append(Entry(path, item.size, item.sha, mode, target))
-        manifest = Manifest.of(entries)
+        targets = self._symlink_targets(items)
+        manifest = Manifest.of(
+            Entry(path, item.size, item.sha, mode_of(item), targets.get(path, ""))
+            for path, _, item in items
+        )
         check_limits(manifest, self.config.max_files, self.config.max_bytes)
         where = {path: (repo, item) for path, repo, item in items}
         plan_diff = diff(manifest, previous.manifest if previous else None)
         writer = TreeWriter(dest, previous)
         stats = FetchStats(manifest=manifest)
+        to_write = list(plan_diff.fetch)
         for entry in plan_diff.reuse:
             if writer.reuse(entry):
                 stats.reused_files += 1
             else:
-                self._write(writer, entry, *where[entry.path], stats)
-        for entry in plan_diff.fetch:
-            remaining(deadline)
-            self._write(writer, entry, *where[entry.path], stats)
+                to_write.append(entry)
+        self._write(writer, to_write, where, stats, deadline)
         writer.finish()
         return stats
 
     def _write(
-        self, writer: TreeWriter, entry: Entry, repo: Path, item: TreeItem, stats: FetchStats
+        self,
+        writer: TreeWriter,
+        entries: list[Entry],
+        where: dict[str, tuple[Path, TreeItem]],
+        stats: FetchStats,
+        deadline: float,
     ) -> None:
-        if entry.is_symlink:
-            writer.symlink(entry)
-        else:
-            with writer.open(entry) as fh:
-                ostream = self._repo(repo).odb.stream(bytes.fromhex(item.sha))
-                while chunk := ostream.read(CHUNK_BYTES):
-                    fh.write(chunk)
-        stats.downloaded_files += 1
-        stats.downloaded_bytes += entry.size
+        """Write ``entries`` from the cache: one streaming cat-file per repository."""
+        by_repo: dict[Path, list[tuple[Entry, str]]] = {}
+        for entry in entries:
+            repo, item = where[entry.path]
+            if entry.is_symlink:
+                writer.symlink(entry)
+            else:
+                by_repo.setdefault(repo, []).append((entry, item.sha))
+            stats.downloaded_files += 1
+            stats.downloaded_bytes += entry.size
+        for repo, wanted in by_repo.items():
+            with self._blobs(repo, [sha for _, sha in wanted]) as blobs:
+                for entry, sha in wanted:
+                    remaining(deadline)
+                    with writer.open(entry) as fh:
+                        blobs.copy_to(sha, fh)
+
+    def _symlink_targets(self, items: list[tuple[str, Path, TreeItem]]) -> dict[str, str]:
+        """The link text of every symlink (it is part of the manifest, so read before diff)."""
+        by_repo: dict[Path, list[tuple[str, str]]] = {}
+        for path, repo, item in items:
+            if item.mode == GIT_MODE_SYMLINK:
+                by_repo.setdefault(repo, []).append((path, item.sha))
+        targets = {}
+        for repo, links in by_repo.items():
+            with self._blobs(repo, [sha for _, sha in links]) as blobs:
+                for path, sha in links:
+                    targets[path] = blobs.read(sha).decode("utf-8", "surrogateescape")
+        return targets
+
+    def _blobs(self, repo_dir: Path, shas: list[str]) -> BlobBatch:
+        return BlobBatch(GIT_ARGV, repo_dir, shas, self.auth.env())
 
     def _collect(
         self,
@@ -249,17 +274,8 @@ class GitSource:
             return False
         return True
 
-    def _repo(self, repo_dir: Path) -> git.Repo:
-        repo = self._repos.get(repo_dir)
-        if repo is None:
-            repo = self._repos[repo_dir] = git.Repo(repo_dir)
-        return repo
-
-    def _read_blob(self, repo_dir: Path, sha: str) -> bytes:
-        return bytes(self._repo(repo_dir).odb.stream(bytes.fromhex(sha)).read())
-
     def _git(self, args: list[str], deadline: float, repo_dir: Path | None, what: str) -> bytes:
-        argv = ["git", "-c", "credential.helper=", "-c", "protocol.file.allow=always"]
+        argv = list(GIT_ARGV)
         if repo_dir is not None:
             argv += ["--git-dir", str(repo_dir)]
         result = run_bounded(
@@ -274,10 +290,11 @@ class GitSource:
         return result.stdout
 
     def close(self) -> None:
-        for repo in self._repos.values():
-            repo.close()
-        self._repos.clear()
         self.auth.close()
+
+
+def mode_of(item: TreeItem) -> int:
+    return GIT_MODES.get(item.mode, MODE_FILE)
 
 
 def git_error_detail(stderr: str) -> str:

@@ -765,3 +765,30 @@ def test_ssh_as_a_uid_without_passwd_entry_with_a_root_owned_0440_key(
         assert root.joinpath(".dagsync").stat().st_uid == NO_PASSWD_UID
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_blob_batch_reads_in_order_and_names_a_missing_blob(git_repo: Repo) -> None:
+    import io
+
+    from dagsync.errors import SourceError
+    from dagsync.sources.git import GIT_ARGV
+    from dagsync.sources.git_batch import BlobBatch
+
+    listing = git_repo.git("ls-tree", "-r", "HEAD").splitlines()
+    shas = {line.split("\t")[1]: line.split()[2] for line in listing}
+    a, b = shas["dags/a.py"], shas["dags/b.py"]
+    with BlobBatch(GIT_ARGV, git_repo.bare_path, [a, b, a], git_repo.env) as blobs:
+        assert blobs.read(a) == INITIAL_FILES["dags/a.py"].encode()
+        out = io.BytesIO()
+        assert blobs.copy_to(b, out) == len(INITIAL_FILES["dags/b.py"])
+        assert out.getvalue() == INITIAL_FILES["dags/b.py"].encode()
+        assert blobs.read(a) == INITIAL_FILES["dags/a.py"].encode()
+    missing = "0" * 40
+    wanted = f"wanted blob {missing}, got {missing} missing"
+    with (
+        BlobBatch(GIT_ARGV, git_repo.bare_path, [missing], git_repo.env) as blobs,
+        pytest.raises(SourceError, match=wanted),
+    ):
+        blobs.read(missing)
+    with BlobBatch(GIT_ARGV, git_repo.bare_path, [a, b], git_repo.env) as blobs:
+        blobs.read(a)  # closed early (an error, a deadline): git is stopped, nothing hangs
