@@ -254,7 +254,111 @@ def oss_sequential_main(endpoint: str, dest: str, limit: str) -> None:
         bucket.get_object_to_file(info.key, str(path))
 
 
-HIDDEN_COMMANDS: dict[str, Callable[..., None]] = {"_oss_sequential": oss_sequential_main}
+AZURE_SHARE = "bench-dags"
+AZURE_PATH = "dags"
+
+
+def _azure_fake(latency: float) -> tuple[Handlers, Callable[[], None]]:
+    from tests.fakes.azure_server import FakeAzureFiles
+
+    fake = FakeAzureFiles()
+    fake.start()
+    fake.create_share(AZURE_SHARE)
+
+    def populate(count: int, size: int, seed: int) -> list[str]:
+        rand = random.Random(seed)
+        paths = [f"d{i // 100:03d}/f{i:05d}.py" for i in range(count)]
+        for path in paths:
+            fake.put(AZURE_SHARE, f"{AZURE_PATH}/{path}", rand.randbytes(size))
+        fake.latency = latency  # seeding is not part of any measurement
+        return paths
+
+    def modify(paths: list[str], seed: int) -> None:
+        rand = random.Random(seed)
+        for path in paths:
+            size = fake.stat(AZURE_SHARE, f"{AZURE_PATH}/{path}").size
+            fake.put(AZURE_SHARE, f"{AZURE_PATH}/{path}", rand.randbytes(size))
+
+    handlers: Handlers = {
+        "connection_string": lambda: fake.connection_string,
+        "populate": populate,
+        "modify": modify,
+        "counts": lambda: Counter(r.kind for r in fake.requests),
+        "clear": fake.clear_requests,
+    }
+    return handlers, fake.close
+
+
+@driver
+class AzureDriver(CloudDriver):
+    """Azure Files: tests/fakes/azure_server.FakeAzureFiles, azure-storage-file-share. Listing
+    is one request per directory page, a 10 KB file one GET."""
+
+    name = "azure"
+
+    def start(self, latency: float) -> None:
+        self.server = ServerProcess(_azure_fake, latency)
+        self.connection_string: str = self.server.call("connection_string")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def populate(self, count: int, size: int, seed: int) -> list[str]:
+        paths: list[str] = self.server.call("populate", count, size, seed)
+        return paths
+
+    def modify(self, paths: Sequence[str], seed: int) -> None:
+        self.server.call("modify", list(paths), seed)
+
+    def counts(self) -> Counter[str]:
+        counts: Counter[str] = self.server.call("counts")
+        return counts
+
+    def clear(self) -> None:
+        self.server.call("clear")
+
+    def server_cpu_seconds(self) -> float:
+        return float(self.server.call("cpu_seconds"))
+
+    def dagsync_args(self) -> list[str]:
+        return ["--source", "azure", "--azure-share", AZURE_SHARE, "--azure-path", AZURE_PATH]
+
+    def dagsync_env(self) -> dict[str, str]:
+        return {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+
+    def sequential_argv(self, dest: Path, limit: int) -> list[str]:
+        return [sys.executable, __file__, "_azure_sequential", str(dest), str(limit)]
+
+
+def azure_sequential_main(dest: str, limit: str) -> None:
+    """The baseline: walk the directory tree one listing at a time, then download_file() each
+    file in turn (the SDK's defaults, as a script would)."""
+    from azure.storage.fileshare import ShareClient
+
+    share = ShareClient.from_connection_string(
+        os.environ["AZURE_STORAGE_CONNECTION_STRING"], AZURE_SHARE
+    )
+    done = 0
+    folders = [AZURE_PATH]
+    while folders and done < int(limit):
+        folder = folders.pop(0)
+        for item in share.get_directory_client(folder).list_directories_and_files():
+            if item["is_directory"]:
+                folders.append(f"{folder}/{item.name}")
+                continue
+            if done >= int(limit):
+                break
+            path = Path(dest, folder, item.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as fh:
+                share.get_file_client(f"{folder}/{item.name}").download_file().readinto(fh)
+            done += 1
+
+
+HIDDEN_COMMANDS: dict[str, Callable[..., None]] = {
+    "_oss_sequential": oss_sequential_main,
+    "_azure_sequential": azure_sequential_main,
+}
 
 
 # -- measuring ---------------------------------------------------------------------------------
