@@ -161,6 +161,9 @@ def setup(fmt: str, level: str, stream: TextIO | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # The SDKs log every request and error response at INFO, repeating our own lines; they
+    # speak at INFO only when the user asked for debug.
+    sdk_level = logging.INFO if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
     for noisy in NOISY_LOGGERS:
-        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+        logging.getLogger(noisy).setLevel(sdk_level)
     logging.captureWarnings(True)
