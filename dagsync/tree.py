@@ -94,9 +94,9 @@ class TreeWriter:
     def finish(self) -> None:
         """Remove the temp folder and make every folder readable by Airflow's uid."""
         shutil.rmtree(self.parts, ignore_errors=True)
-        os.chmod(self.dest, DIR_MODE)
+        folders = {""}
         for parent in self._dirs:
-            path = self.dest
-            for part in parent.split("/"):
-                path = path / part
-                os.chmod(path, DIR_MODE)
+            parts = parent.split("/")
+            folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+        for folder in folders:  # each once, however many files share it
+            os.chmod(self.dest / folder, DIR_MODE)

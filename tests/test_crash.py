@@ -7,6 +7,8 @@ publish a complete tree and leave nothing behind (staging, temp links, ``.parts`
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from tests.helpers import (
     link_target,
     published,
     start_dagsync,
+    terminate,
     wait_for,
 )
 
@@ -120,3 +123,36 @@ def test_kill_9_mid_sync_then_once_completes(
     assert dagsync(*args, env=env).returncode == 0
     assert_published(root, repo.head(), complete[repo.head()])
     assert leftovers(root) == []
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_mid_write_exits_0_and_leaves_no_staging(
+    make_git_repo: Callable[..., Repo],
+    hermetic_git_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    env = client_env(hermetic_git_env, tmp_path / "home")
+    repo = make_git_repo("big", initial=False)
+    root = tmp_path / "root"
+    first = rewrite_everything(repo, 0)
+    first_head = repo.head()
+    log = tmp_path / "run.log"
+    proc = start_dagsync("run", "--repo", repo.file_url, "--root", root, "--period", "1h",
+                         "--http-bind", "", env=env, log=log)  # fmt: skip
+    try:
+        wait_for(lambda: link_target(root), what="the first publish")
+        rewrite_everything(repo, 1)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: files_in_staging(root) >= FILES // 4 or proc.poll() is not None,
+                 what="the second sync to be writing")  # fmt: skip
+        started = time.monotonic()
+        assert terminate(proc) == 0, log.read_text()
+        assert time.monotonic() - started < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_published(root, first_head, first)  # the sync was abandoned, not half-published
+    assert leftovers(root) == []
+    assert descendants(proc.pid) == []
+    assert "abandoned" in log.read_text()
