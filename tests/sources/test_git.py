@@ -792,3 +792,46 @@ def test_blob_batch_reads_in_order_and_names_a_missing_blob(git_repo: Repo) -> N
         blobs.read(missing)
     with BlobBatch(GIT_ARGV, git_repo.bare_path, [a, b], git_repo.env) as blobs:
         blobs.read(a)  # closed early (an error, a deadline): git is stopped, nothing hangs
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parent", "url", "expected"),
+    [
+        ("file:///srv/git/top.git", "../lib.git", "file:///srv/git/lib.git"),
+        ("file:///srv/git/top.git", "./lib.git", "file:///srv/git/top.git/lib.git"),
+        ("https://host/org/top.git", "../../other/lib.git", "https://host/other/lib.git"),
+        ("https://host/org/top", "../lib", "https://host/org/lib"),
+        ("git://127.0.0.1:9418/a/top.git/", "../lib.git", "git://127.0.0.1:9418/a/lib.git"),
+        ("git@github.com:org/top.git", "../lib.git", "git@github.com:org/lib.git"),
+        ("git@github.com:top.git", "../lib.git", "git@github.com:lib.git"),
+        ("[git@host:2222]:/srv/top.git", "../lib.git", "[git@host:2222]:/srv/lib.git"),
+        ("ssh://git@host:2222/srv/top.git", "../lib.git", "ssh://git@host:2222/srv/lib.git"),
+        ("https://host/org/top.git", "https://elsewhere/x.git", "https://elsewhere/x.git"),
+    ],
+)
+def test_relative_submodule_urls(parent: str, url: str, expected: str) -> None:
+    from dagsync.sources.git import resolve_submodule_url
+
+    assert resolve_submodule_url(parent, url) == expected
+
+
+def test_ref_names_and_error_detail() -> None:
+    from dagsync.sources.git import git_error_detail, pick_ref_names
+
+    assert pick_ref_names("HEAD") == ["HEAD"]
+    assert pick_ref_names("main") == ["refs/heads/main", "refs/tags/main^{}", "refs/tags/main"]
+    assert pick_ref_names("refs/tags/v1") == ["refs/tags/v1^{}", "refs/tags/v1"]
+    stderr = (
+        "No user exists for uid 65533\nfatal: Could not read from remote repository.\n\n"
+        "Please make sure you have the correct access rights\nand the repository exists.\n"
+    )
+    assert git_error_detail(stderr) == (
+        "No user exists for uid 65533 fatal: Could not read from remote repository."
+    )
+    long = "hint: " + "x" * 400 + "\nfatal: the real reason\n"
+    assert git_error_detail(long) == "fatal: the real reason"
+    assert len(git_error_detail("fatal: " + "y" * 1000)) == 300
+    assert git_error_detail("") == "no error output"
