@@ -82,9 +82,14 @@ class RevisionStore:
             raise PublishError(f"--root: cannot create {exc.filename}: {exc.strerror}") from None
         self._write_airflowignore()
         self.clear_staging()
-        for stale in self.link.parent.glob(f".{self.link.name}{TMP_LINK_MARK}*"):
+        stale = [
+            *self.link.parent.glob(f".{self.link.name}{TMP_LINK_MARK}*"),
+            *self.state_dir.glob(".*.tmp"),  # write_atomic's temp files (state.json)
+            *self.revisions.glob(".*.tmp"),  # (manifests)
+        ]
+        for path in stale:
             with contextlib.suppress(OSError):
-                stale.unlink()
+                path.unlink()
 
     def _make_root(self) -> None:
         # Folders on the way to a published tree must be traversable by Airflow's uid,

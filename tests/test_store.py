@@ -135,9 +135,12 @@ def test_prepare_clears_what_a_crash_left(store: RevisionStore) -> None:
     (store.staging / "half.parts").mkdir()
     tmp_link = store.root / ".current.tmp-dagsync-abcdef"
     os.symlink(".dagsync/revisions/r", tmp_link)
+    (store.state_dir / ".state.json.0123456789ab.tmp").write_text("{")
+    (store.revisions / ".r2.manifest.json.0123456789ab.tmp").write_text("{")
     store.prepare()
     assert list(store.staging.iterdir()) == []
     assert not tmp_link.is_symlink()
+    assert leftovers(store.root) == []
     assert published(store.root)[0] == "r"
 
 
