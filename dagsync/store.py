@@ -20,7 +20,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,13 @@ class RevisionStore:
         remove_tree(staging.with_name(staging.name + ".parts"))
 
     def publish(
-        self, staging: Path, revision: str, manifest: Manifest, source: str, now: float
+        self,
+        staging: Path,
+        revision: str,
+        manifest: Manifest,
+        source: str,
+        now: float,
+        selection: Mapping[str, Any] | None = None,
     ) -> Published:
         """Move the finished tree into place and swap the link to it atomically."""
         folder = self.revisions / revision
@@ -195,7 +201,7 @@ class RevisionStore:
             raise PublishError(
                 f"cannot publish {revision}: {exc.strerror}: {exc.filename}"
             ) from exc
-        self._record(revision, manifest, source, now)
+        self._record(revision, manifest, source, now, selection)
         return Published(revision, folder, manifest)
 
     def _swap_link(self, folder: Path) -> None:
@@ -210,7 +216,14 @@ class RevisionStore:
             if tmp.is_symlink():
                 tmp.unlink()
 
-    def _record(self, revision: str, manifest: Manifest, source: str, now: float) -> None:
+    def _record(
+        self,
+        revision: str,
+        manifest: Manifest,
+        source: str,
+        now: float,
+        selection: Mapping[str, Any] | None,
+    ) -> None:
         state = self.read_state()
         history = [
             HistoryItem(**item) for item in state.get("history", []) if isinstance(item, dict)
@@ -228,6 +241,7 @@ class RevisionStore:
             "bytes": manifest.total_bytes,
             "link": str(self.link),
             "path": str(self.revisions / revision),
+            "selection": dict(selection or {}),
             "history": [h.__dict__ for h in history[:50]],
         }
         write_atomic(self.state_file, json.dumps(state, indent=1))

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dagsync.checks import run_check
 from dagsync.config import Config
@@ -18,6 +19,18 @@ from dagsync.timing import deadline_in
 log = logging.getLogger(__name__)
 
 PUBLISHED, UNCHANGED, FAILED, REJECTED = "published", "unchanged", "failed", "rejected"
+
+
+def selection_of(config: Config) -> dict[str, Any]:
+    """The options that decide which files of a revision are published. A git revision id is
+    the commit, which does not change with them, so a root published with other options is
+    rebuilt (a fixed --subpath typo must not wait for the next commit)."""
+    return {
+        "subpath": config.subpath,
+        "include": list(config.include),
+        "exclude": list(config.exclude),
+        "submodules": config.submodules,
+    }
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,7 @@ class Syncer:
         self.clock = clock
         self.rejected: tuple[str, str] | None = None  # (revision, reason) not to retry
         self.publishing = False  # a stop signal waits for the link swap instead of abandoning
+        self.selection = selection_of(config)
 
     def run_pass(self) -> SyncResult:
         started = self.clock()
@@ -78,8 +92,10 @@ class Syncer:
                 plan = self.source.resolve(deadline)
                 revision = plan.revision
                 if current is not None and current.revision == plan.revision:
-                    log.debug("unchanged revision=%s", plan.revision)
-                    return done(UNCHANGED)
+                    if self.store.read_state().get("selection") == self.selection:
+                        log.debug("unchanged revision=%s", plan.revision)
+                        return done(UNCHANGED)
+                    log.info("selection changed, rebuilding revision=%s", plan.revision)
                 if self.rejected and self.rejected[0] == plan.revision:
                     return done(REJECTED, error=self.rejected[1])
                 stats = self._build_and_publish(plan, deadline)
@@ -110,7 +126,7 @@ class Syncer:
             now = self.clock()
             self.publishing = True
             published = self.store.publish(
-                staging, plan.revision, stats.manifest, self.source.name, now
+                staging, plan.revision, stats.manifest, self.source.name, now, self.selection
             )
         except BaseException:
             self.store.discard(staging)

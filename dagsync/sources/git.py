@@ -104,7 +104,14 @@ class GitSource:
         self._ensure_commit(repo_dir, self.url, plan.revision, plan.detail.get("ref"), deadline)
         selector = Selector(self.config.subpath, self.config.include, self.config.exclude)
         items: list[tuple[str, Path, TreeItem]] = []  # (published path, repo, item)
-        self._collect(repo_dir, self.url, plan.revision, "", selector, items, 0, deadline)
+        found = self._collect(repo_dir, self.url, plan.revision, "", selector, items, 0, deadline)
+        if not found:
+            # A mistyped or moved --subpath must not publish an empty tree: Airflow would
+            # drop every DAG.
+            raise SourceError(
+                f"--subpath {selector.subpath!r} not found in commit {plan.revision}",
+                selector.subpath,
+            )
         targets = self._symlink_targets(items)
         manifest = Manifest.of(
             Entry(path, item.size, item.sha, mode_of(item), targets.get(path, ""))
@@ -176,12 +183,14 @@ class GitSource:
         out: list[tuple[str, Path, TreeItem]],
         level: int,
         deadline: float,
-    ) -> None:
-        """Every blob of ``commit`` (and of its submodules, as configured) that is selected."""
+    ) -> bool:
+        """Every blob of ``commit`` (and of its submodules, as configured) that is selected;
+        returns whether anything lies under --subpath (always true without one)."""
         listing = self._git(
             ["ls-tree", "-r", "-z", "-l", "--full-tree", commit], deadline, repo_dir, "ls-tree"
         )
         submodules: list[TreeItem] = []
+        found = not selector.subpath
         for record in listing.split(b"\0"):
             if not record:
                 continue
@@ -189,6 +198,8 @@ class GitSource:
             mode, kind, sha, size = meta.decode().split()
             item = TreeItem(mode, kind, sha, int(size) if size != "-" else 0, "")
             path = prefix + raw_path.decode("utf-8", "surrogateescape")
+            inside = path.startswith(selector.subpath + "/")
+            found = found or inside or (kind == "commit" and path == selector.subpath)
             if kind == "commit":
                 submodules.append(TreeItem(mode, kind, sha, 0, path))
                 continue
@@ -199,7 +210,7 @@ class GitSource:
                 out.append((published, repo_dir, TreeItem(mode, kind, sha, item.size, path)))
         mode = self.config.submodules
         if not submodules or mode == "off" or (mode == "shallow" and level >= 1):
-            return
+            return found
         urls = self._submodule_urls(repo_dir, commit, deadline)
         for sub in submodules:
             rel = sub.path[len(prefix) :]
@@ -211,9 +222,11 @@ class GitSource:
             sub_url = resolve_submodule_url(url, sub_url)
             sub_dir = self.cache_dir / "modules" / re.sub(r"[^A-Za-z0-9._-]", "_", sub.path)
             self._ensure_commit(sub_dir, sub_url, sub.sha, None, deadline)
-            self._collect(
+            inside = self._collect(
                 sub_dir, sub_url, sub.sha, sub.path + "/", selector, out, level + 1, deadline
             )
+            found = found or inside
+        return found
 
     def _submodule_urls(self, repo_dir: Path, commit: str, deadline: float) -> dict[str, str]:
         try:

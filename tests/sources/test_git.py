@@ -512,9 +512,34 @@ def test_subpath_include_and_exclude(git_repo: Repo, tmp_path: Path, env: dict[s
         "dags/tests/test_a.py",
     }
 
-    result = once(remote, tmp_path / "missing-subpath", env, "--subpath", "nope")
-    assert result.returncode in (0, 1)  # an empty tree or an error, never a crash
-    assert "Traceback" not in result.output
+    # A mistyped (or moved) subpath is an error, not an empty tree that would make Airflow
+    # drop every DAG; the previous revision stays.
+    for wrong in ("nope", "dags/a.py", "dags/sub/c.py/x"):
+        result = once(remote, root, env, "--subpath", wrong)
+        assert result.returncode == 1, str(result)
+        assert f"--subpath {wrong!r} not found" in result.stderr
+        assert published(root)[0] == head
+    # A subpath that exists but whose files the filters all leave out is the user's choice.
+    ok(once(remote, tmp_path / "all-excluded", env, "--subpath", "dags/sub", "--exclude", "*"))
+    assert files_of(published(tmp_path / "all-excluded")[1]) == {}
+
+
+def test_changed_selection_rebuilds_the_same_commit(
+    git_repo: Repo, root: Path, env: dict[str, str]
+) -> None:
+    remote = Remote(git_repo.file_url)
+    head = git_repo.head()
+    ok(once(remote, root, env))
+    _, folder = published(root)
+    before = inode_mtime(folder / "dags/a.py")
+    ok(once(remote, root, env, "--exclude", "README.md"))  # same commit, other options
+    rebuilt = assert_published(root, head, {k: v for k, v in INITIAL_FILES.items()
+                                            if k != "README.md"})  # fmt: skip
+    assert inode_mtime(rebuilt / "dags/a.py") == before  # still reused, not downloaded
+    link, tree = _lstat(root / "current"), _lstat(rebuilt)
+    ok(once(remote, root, env, "--exclude", "README.md"))  # and now nothing to do
+    assert (_lstat(root / "current"), _lstat(rebuilt)) == (link, tree)
+    assert leftovers(root) == []
 
 
 def test_exec_bits_and_symlinks_as_committed(
