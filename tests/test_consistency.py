@@ -84,13 +84,14 @@ def commit_generation(repo: Repo, generation: int) -> None:
 
 
 def published_count(log: Path) -> int:
+    """How many revisions ``run`` published, from its JSON log."""
     count = 0
     for line in log.read_text(errors="replace").splitlines():
         try:
-            event = json.loads(line).get("event")
+            doc = json.loads(line)
         except ValueError:
             continue
-        count += event == "published"
+        count += (doc.get("logger"), doc.get("event")) == ("dagsync.syncer", "published")
     return count
 
 

@@ -8,6 +8,7 @@ with basic auth (username + password file), sshd with key and strict known_hosts
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -695,9 +696,12 @@ def test_run_gives_up_after_max_failures(root: Path, env: dict[str, str], tmp_pa
     missing = (tmp_path / "no-such-repo.git").as_uri()
     started = time.monotonic()
     result = dagsync("run", "--repo", missing, "--root", root, "--period", "100ms",
-                     "--max-failures", "2", "--http-bind", "", env=env, timeout=30)  # fmt: skip
+                     "--max-failures", "2", "--http-bind", "", "--log-format", "json",
+                     env=env, timeout=30)  # fmt: skip
     assert result.returncode == 1, str(result)
-    assert result.stderr.count("sync failed") == 3
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    failed = [e for e in events if (e["logger"], e["event"]) == ("dagsync.syncer", "sync failed")]
+    assert len(failed) == 3  # failures in a row may reach 2; the third one exceeds it
     assert time.monotonic() - started < 15
     assert link_target(root) is None
 
