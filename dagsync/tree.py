@@ -6,8 +6,9 @@ links for unchanged files, explicit permissions, temp-file-then-rename) live in 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ class TreeWriter:
         self.parts = dest.with_name(dest.name + ".parts")
         self.parts.mkdir(parents=True, exist_ok=True)
         self._dirs: set[str] = set()
+        self._serial = itertools.count()
 
     def _target(self, path: str) -> Path:
         clean = safe_path(path)
@@ -67,22 +69,27 @@ class TreeWriter:
         """A file to stream ``entry``'s bytes into; renamed into place only if the block ends
         cleanly and the size matches, so a partial download is never in the tree."""
         dst = self._target(entry.path)
-        tmp = self.parts / secrets.token_hex(8)
+        # .parts belongs to this writer alone, so a counter names temp files uniquely.
+        tmp = self.parts / str(next(self._serial))
         fh = open(tmp, "wb")  # noqa: SIM115 - closed below on every path
+        placed = False
         try:
             yield fh
-            fh.close()
-            size = tmp.stat().st_size
+            fh.flush()
+            size = os.fstat(fh.fileno()).st_size  # not tell(): a retry may have seeked
             if size != entry.size:
                 raise SourceError(
                     f"{entry.path}: got {size} bytes, expected {entry.size}", entry.path
                 )
-            os.chmod(tmp, MODE_EXEC if entry.mode == MODE_EXEC else 0o644)
+            os.fchmod(fh.fileno(), MODE_EXEC if entry.mode == MODE_EXEC else 0o644)
+            fh.close()
             os.replace(tmp, dst)
+            placed = True
         finally:
             fh.close()
-            if tmp.exists():
-                tmp.unlink()
+            if not placed:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
 
     def write_bytes(self, entry: Entry, data: bytes) -> None:
         if entry.mode == MODE_SYMLINK:
