@@ -34,7 +34,14 @@ from dagsync.tree import TreeWriter
 log = logging.getLogger(__name__)
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
-GIT_ARGV = ("git", "-c", "credential.helper=", "-c", "protocol.file.allow=always")
+# fetch.unpackLimit=1: every fetch keeps its pack (git would explode a small one into loose
+# objects, which the pack count below never sees), so the cache stays bounded.
+GIT_ARGV = (
+    "git",
+    "-c", "credential.helper=",
+    "-c", "protocol.file.allow=always",
+    "-c", "fetch.unpackLimit=1",
+)  # fmt: skip
 GIT_MODE_SYMLINK = "120000"
 GIT_MODES = {"100755": MODE_EXEC, GIT_MODE_SYMLINK: MODE_SYMLINK}
 KEEP_REF = "refs/dagsync/current"
