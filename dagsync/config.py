@@ -305,20 +305,15 @@ def read_yaml(path: str) -> dict[str, Any]:
 
 
 def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Raw values from ``DAGSYNC_*`` variables; unknown ones get a warning (probably typos)."""
+    """Raw values from ``DAGSYNC_*`` variables (unknown ones: see :func:`unknown_env`)."""
     known = {o.env: o.attr for o in OPTIONS}
-    out: dict[str, Any] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ENV_SET_BY_DAGSYNC:
-            continue
-        if name == "DAGSYNC_CONFIG":
-            continue
-        attr = known.get(name)
-        if attr is None:
-            log.warning("ignoring unknown environment variable %s (a typo?)", name)
-            continue
-        out[attr] = value
-    return out
+    return {known[name]: value for name, value in environ.items() if name in known}
+
+
+def unknown_env(environ: Mapping[str, str]) -> list[str]:
+    """``DAGSYNC_*`` names that are no option: probably typos, worth a warning, never fatal."""
+    known = {o.env for o in OPTIONS} | ENV_SET_BY_DAGSYNC | {"DAGSYNC_CONFIG"}
+    return sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in known)
 
 
 def layer(
@@ -526,7 +521,11 @@ def load(
         first_sync_must_succeed=translated.first_sync_must_succeed
         and "max_failures" not in _explicit(flags, environ),
         password=translated.password,
-        notices=translated.notes,
+        notices=tuple(translated.notes)
+        + tuple(
+            (logging.WARNING, f"ignoring unknown environment variable {name} (a typo?)")
+            for name in unknown_env(environ)
+        ),
     )
     if config.source == "git":
         compat.require_files(translated, raw)
