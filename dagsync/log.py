@@ -89,7 +89,7 @@ def _redact_values(value: Any) -> Any:
     return redact(str(value))
 
 
-def split_event(message: str) -> tuple[str, dict[str, str]]:
+def split_event(message: str) -> tuple[str, dict[str, Any]]:
     """``"published revision=abc files=3"`` -> ``("published", {"revision": "abc", ...})``.
 
     The event is the text before the first key=value; values run to the next key=value, so
@@ -100,12 +100,24 @@ def split_event(message: str) -> tuple[str, dict[str, str]]:
     if first is None:
         return message.strip(), {}
     event = message[: first.start()].strip()
-    fields: dict[str, str] = {}
+    fields: dict[str, Any] = {}
     matches = list(_KV.finditer(message, first.start()))
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(message)
-        fields[m.group(1)] = _unquote(message[m.start(2) : end].strip())
+        fields[m.group(1)] = _typed(m.group(1), _unquote(message[m.start(2) : end].strip()))
     return event, fields
+
+
+_INTEGER = re.compile(r"-?\d{1,18}")
+# Identifiers that may happen to be all digits stay strings, so their JSON type never changes.
+_ALWAYS_TEXT = frozenset({"revision", "previous", "sha", "ref", "key", "path"})
+
+
+def _typed(key: str, value: str) -> Any:
+    """Counts and sizes become JSON numbers, so log queries can compare them."""
+    if key not in _ALWAYS_TEXT and _INTEGER.fullmatch(value):
+        return int(value)
+    return value
 
 
 def _unquote(text: str) -> str:

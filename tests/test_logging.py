@@ -39,7 +39,7 @@ def lines(stream: io.StringIO) -> list[str]:
         (
             "published revision=abc files=3",
             "published",
-            {"revision": "abc", "files": "3"},
+            {"revision": "abc", "files": 3},
         ),
         (
             "sync failed revision=abc error=ls-remote failed: exit 128",
@@ -74,7 +74,7 @@ def test_json_lines(capture: tuple[io.StringIO, logging.Logger]):
         assert doc["logger"] == "dagsync.test"
     assert docs[0]["event"] == "published"
     assert docs[0]["level"] == "info"
-    assert (docs[0]["revision"], docs[0]["files"]) == ("abc", "3")
+    assert (docs[0]["revision"], docs[0]["files"]) == ("abc", 3)
     assert (docs[1]["level"], docs[1]["attempt"], docs[1]["ok"]) == ("debug", 2, True)
     assert docs[3]["level"] == "error"
     assert "ValueError: bad" in docs[3]["exception"]
