@@ -120,4 +120,5 @@ class Daemon:
             # git-sync's max-failures 0: crash-loop visibly on a wrong repo, but once a
             # revision is served keep serving it through an outage.
             return not ever_published
-        return self.config.max_failures >= 0 and failures > self.config.max_failures
+        # As git-sync counts: exit on the N-th failure in a row (0 and 1: on the first).
+        return self.config.max_failures >= 0 and failures >= self.config.max_failures
