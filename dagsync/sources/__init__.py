@@ -1,0 +1,1 @@
+"""Built-in sources; each module imports its SDK only when loaded."""
