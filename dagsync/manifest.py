@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -114,6 +115,10 @@ def diff(new: Manifest, previous: Manifest | None) -> ManifestDiff:
     return ManifestDiff(tuple(reuse), tuple(fetch), removed)
 
 
+# "C:" or "C:/…" is a Windows absolute path; "a:b.py" is an ordinary POSIX name.
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:(/|$)")
+
+
 def safe_path(raw: str) -> str:
     """Normalise a source path to a relative POSIX path, refusing anything that could escape.
 
@@ -122,7 +127,7 @@ def safe_path(raw: str) -> str:
     """
     if not raw or "\x00" in raw or "\\" in raw:
         raise UnsafePath(f"refusing unsafe path {raw!r}", raw)
-    if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":"):
+    if raw.startswith("/") or _WINDOWS_DRIVE.match(raw):
         raise UnsafePath(f"refusing absolute path {raw!r}", raw)
     parts = raw.split("/")
     if any(p in ("..",) for p in parts):

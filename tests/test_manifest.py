@@ -138,13 +138,18 @@ def test_safe_path_result_never_escapes(parts: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["../x", "a/../../x", "a/..", "..", "/etc/passwd", "C:/x", "a\\b", "..\\x", "a\x00b", "",
+    ["../x", "a/../../x", "a/..", "..", "/etc/passwd", "C:/x", "C:", "a\\b", "..\\x", "a\x00b", "",
      "./", "//"],  # fmt: skip
 )
 def test_safe_path_refuses(raw: str) -> None:
     with pytest.raises(UnsafePath) as info:
         safe_path(raw)
     assert repr(raw) in str(info.value)  # the error names the key
+
+
+@pytest.mark.parametrize("raw", ["a:b.py", "dags/12:00 report.py", "ab:/x"])
+def test_colons_are_ordinary_posix_names(raw: str) -> None:
+    assert safe_path(raw) == raw
 
 
 @given(rel_path)
