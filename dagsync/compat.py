@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagsync.config import parse_bool
 from dagsync.errors import ConfigError
 from dagsync.redact import redact_url, register_secret
+from dagsync.units import parse_bool
 
 PREFIXES = ("GITSYNC_", "GIT_SYNC_")
 DEFAULT_SSH_KEY_FILE = "/etc/git-secret/ssh"

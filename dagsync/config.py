@@ -7,7 +7,6 @@ here, before any network access; errors are one line naming the flag.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from dagsync.errors import ConfigError
+from dagsync.units import as_list, parse_bool, parse_duration, parse_int, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -201,89 +201,6 @@ class Config:
         return path if path.is_absolute() else self.root / path
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|s|m|h|d)?")
-_DURATION_UNITS = {
-    None: 1.0,
-    "s": 1.0,
-    "ms": 1e-3,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ns": 1e-9,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-}
-
-
-def parse_duration(text: str | float | int, option: str = "duration") -> float:
-    """Seconds from ``90``, ``90s``, ``5m``, ``1h``, ``500ms`` or a Go duration like ``1m30s``."""
-    if isinstance(text, bool):
-        raise ConfigError(f"--{option}: invalid duration {text!r}", option)
-    if isinstance(text, int | float):
-        if text < 0:
-            raise ConfigError(f"--{option}: duration must not be negative", option)
-        return float(text)
-    raw = text.strip()
-    pos, total, parts = 0, 0.0, 0
-    while pos < len(raw):
-        m = _DURATION_PART.match(raw, pos)
-        if not m or (m.group(2) is None and pos + len(m.group(0)) != len(raw)):
-            raise ConfigError(
-                f"--{option}: invalid duration {text!r} (use e.g. 90, 90s, 5m, 1h, 500ms)",
-                option,
-            )
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-        parts += 1
-        if m.group(2) is None:
-            break
-    if not parts:
-        raise ConfigError(f"--{option}: invalid duration {text!r} (use e.g. 90s, 5m)", option)
-    return total
-
-
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
-
-
-def parse_size(text: str | int, option: str = "size") -> int:
-    """Bytes from ``512k``, ``10M``, ``2G`` (binary multiples) or a plain number."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    m = _SIZE.fullmatch(str(text).strip())
-    if not m:
-        raise ConfigError(f"--{option}: invalid size {text!r} (use e.g. 512k, 10M, 2G)", option)
-    power = " kmgt".index(m.group(2).lower() or " ")
-    return int(float(m.group(1)) * 1024**power)
-
-
-def parse_bool(text: str | bool, option: str = "flag") -> bool:
-    if isinstance(text, bool):
-        return text
-    value = str(text).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"--{option}: expected true or false, got {text!r}", option)
-
-
-def parse_int(text: str | int, option: str) -> int:
-    if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    try:
-        return int(str(text).strip())
-    except ValueError:
-        raise ConfigError(f"--{option}: expected an integer, got {text!r}", option) from None
-
-
-def _as_list(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
-    return tuple(str(v) for v in value)
-
-
 def read_yaml(path: str) -> dict[str, Any]:
     """The --config file as a mapping of option attrs to raw values."""
     try:
@@ -414,8 +331,8 @@ def build(
         root=root,
         link=link,
         subpath=(str(raw["subpath"]).strip("/") or None) if raw.get("subpath") else None,
-        include=_as_list(raw.get("include")),
-        exclude=_as_list(raw.get("exclude")),
+        include=as_list(raw.get("include")),
+        exclude=as_list(raw.get("exclude")),
         period=period,
         sync_timeout=sync_timeout,
         max_failures=ints["max_failures"],
@@ -433,7 +350,7 @@ def build(
         trigger_secret_file=_path(raw.get("trigger_secret_file")),
         log_format=choice["log_format"],
         log_level=choice["log_level"],
-        source_option=_source_options(_as_list(raw.get("source_option"))),
+        source_option=_source_options(as_list(raw.get("source_option"))),
         repo=raw.get("repo") or None,
         ref=str(raw.get("ref") or "HEAD"),
         depth=ints["depth"],

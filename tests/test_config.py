@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dagsync.config import OPTIONS, load, parse_bool, parse_duration, parse_size
+from dagsync.config import OPTIONS, load
 from dagsync.errors import ConfigError
+from dagsync.units import parse_bool, parse_duration, parse_size
 
 REPO = "file:///nowhere/repo.git"
 
