@@ -13,6 +13,8 @@ Published trees are never modified: a new revision is built beside them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import json
 import logging
@@ -66,6 +68,9 @@ class RevisionStore:
         self.state_dir = root / STATE_DIR
         self.revisions = self.state_dir / "revisions"
         self.staging = self.state_dir / "staging"
+        # Trees replaced under their own id wait here for --revision-grace, like superseded
+        # revisions, so a reader inside one keeps working.
+        self.retired = self.state_dir / "retired"
         self.cache = self.state_dir / "cache"
         self.state_file = self.state_dir / "state.json"
 
@@ -191,11 +196,18 @@ class RevisionStore:
         folder = self.revisions / revision
         try:
             write_atomic(self._manifest_path(revision), manifest.to_json())
-            if folder.exists():
-                # Same id but not published (link deleted, or an old revision still kept):
-                # move the old copy aside so the new one gets fresh mtimes where it must.
-                os.replace(folder, self.staging / f"old-{secrets.token_hex(6)}")
-            os.replace(staging, folder)
+            current = self.published()
+            if current is not None and current.path == folder and exchange(staging, folder):
+                # The published id rebuilt (another --subpath/--include for the same commit):
+                # the link never changes and the folder it names becomes the new tree in one
+                # step; the old tree, now at ``staging``, is retired.
+                self._retire(staging, now)
+            else:
+                if folder.exists():
+                    # Same id but not published (link deleted, or an old revision still
+                    # kept): retire the old copy so the new one gets fresh mtimes.
+                    self._retire(folder, now)
+                os.replace(staging, folder)
             self._swap_link(folder)
         except OSError as exc:
             raise PublishError(
@@ -203,6 +215,10 @@ class RevisionStore:
             ) from exc
         self._record(revision, manifest, source, now, selection)
         return Published(revision, folder, manifest)
+
+    def _retire(self, tree: Path, now: float) -> None:
+        self.retired.mkdir(exist_ok=True)
+        os.replace(tree, self.retired / f"{int(now)}-{secrets.token_hex(6)}")
 
     def _swap_link(self, folder: Path) -> None:
         target = os.path.relpath(folder, self.link.parent)
@@ -268,6 +284,10 @@ class RevisionStore:
             if path.is_dir():
                 removed.append(name)
             remove_tree(path)
+        for tree in self.retired.iterdir() if self.retired.exists() else ():
+            retired_at = tree.name.partition("-")[0]
+            if not retired_at.isdigit() or now - int(retired_at) >= grace:
+                remove_tree(tree)
         self.clear_staging()
         return removed
 
@@ -281,6 +301,26 @@ def _mkdirs(folder: Path) -> list[Path]:
         path = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     return list(reversed(missing))
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the C library or the filesystem cannot, so the caller falls back to two renames."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def remove_tree(path: Path) -> None:

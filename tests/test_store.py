@@ -177,3 +177,56 @@ def test_write_atomic_and_remove_tree(tmp_path: Path) -> None:
     remove_tree(target)
     remove_tree(tmp_path / "does-not-exist")
     assert list(tmp_path.iterdir()) == []
+
+
+REBUILDS = 400
+
+
+def test_rebuilding_the_published_id_never_leaves_the_link_dangling(store: RevisionStore) -> None:
+    """Another --subpath for the same commit rebuilds the same id: the folder the link names
+    turns into the new tree in one step, so a reader always finds a complete tree."""
+    build(store, "rev1", {"a.py": "old"}, now=100.0)
+    link_text = os.readlink(store.link)
+    stop = threading.Event()
+    seen: list[str] = []
+    problems: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                names = sorted(os.listdir(store.link))
+            except OSError as exc:
+                problems.append(repr(exc))
+                continue
+            if names not in (["a.py"], ["b.py"]):
+                problems.append(f"mixed or empty tree {names}")
+            seen.append(names[0] if names else "")
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for n in range(REBUILDS):
+            files = {"b.py": f"new{n}"} if n % 2 == 0 else {"a.py": f"old{n}"}
+            staging = store.new_staging()
+            for path, text in files.items():
+                (staging / path).write_text(text)
+            staged_inode = staging.stat().st_ino
+            manifest = Manifest.of(Entry(p, len(t), t) for p, t in files.items())
+            store.publish(staging, "rev1", manifest, "test", 200.0 + n)
+            assert (store.revisions / "rev1").stat().st_ino == staged_inode
+            assert os.readlink(store.link) == link_text
+            assert not staging.exists()  # the old tree is retired, not deleted under readers
+    finally:
+        stop.set()
+        thread.join()
+    assert problems == []
+    assert {"a.py", "b.py"} <= set(seen)
+    assert sorted(os.listdir(store.link)) == ["a.py"]
+    assert len(list(store.retired.iterdir())) == REBUILDS
+    store.collect_garbage(keep=2, grace=300, now=499.0)  # retired at 200..599: kept
+    assert len(list(store.retired.iterdir())) == REBUILDS
+    store.collect_garbage(keep=2, grace=300, now=700.0)  # those retired 300 s ago go
+    assert sorted(int(p.name.split("-")[0]) for p in store.retired.iterdir()) == list(
+        range(401, 200 + REBUILDS)
+    )
+    assert leftovers(store.root) == []
