@@ -65,9 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "long-running sidecar: sync on a period, on webhook, on file events"),
     ):
         p = sub.add_parser(command, help=text, description=text)
-        p.add_argument(
-            "--config", metavar="FILE", help="YAML file of options [env DAGSYNC_CONFIG]"
-        )
+        p.add_argument("--config", metavar="FILE", help="YAML file of options [env DAGSYNC_CONFIG]")
         groups = {g: p.add_argument_group(t) for g, t in GROUP_TITLES.items()}
         for opt in OPTIONS:
             if command in opt.commands:

@@ -55,7 +55,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("exclude", "list", (), "gitignore-style glob to leave out (repeatable)"),
     Option("period", "duration", "60s", "time between syncs (+-10%% jitter)", commands=RUN),
     Option("sync-timeout", "duration", "5m", "abandon one sync attempt after this"),
-    Option("max-failures", "int", -1, "exit 1 on the N-th failure in a row; -1 = never",
+    Option(
+        "max-failures",
+        "int",
+        -1,
+        "exit 1 on the N-th failure in a row; -1 = never",
         commands=RUN,
     ),
     Option("keep-revisions", "int", 2, "published revisions kept on disk"),

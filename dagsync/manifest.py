@@ -182,6 +182,4 @@ def check_limits(manifest: Manifest, max_files: int, max_bytes: int) -> None:
         )
     total = manifest.total_bytes
     if total > max_bytes:
-        raise LimitExceeded(
-            f"revision has {total} bytes, more than --max-bytes {max_bytes}", None
-        )
+        raise LimitExceeded(f"revision has {total} bytes, more than --max-bytes {max_bytes}", None)

@@ -245,9 +245,7 @@ class RevisionStore:
             HistoryItem(**item) for item in state.get("history", []) if isinstance(item, dict)
         ]
         history = [h for h in history if h.revision != revision]
-        history = [
-            HistoryItem(h.revision, h.published_at, h.superseded_at or now) for h in history
-        ]
+        history = [HistoryItem(h.revision, h.published_at, h.superseded_at or now) for h in history]
         history.insert(0, HistoryItem(revision, now))
         state = {
             "revision": revision,
@@ -270,9 +268,7 @@ class RevisionStore:
         current = self.published()
         keep_ids = {h.revision for h in history[:keep]}
         keep_ids |= {
-            h.revision
-            for h in history
-            if h.superseded_at is None or now - h.superseded_at < grace
+            h.revision for h in history if h.superseded_at is None or now - h.superseded_at < grace
         }
         if current is not None:
             keep_ids.add(current.revision)

@@ -15,9 +15,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 pytest_plugins = [
-    name
-    for name in ("tests.gitservers",)
-    if importlib.util.find_spec(name) is not None
+    name for name in ("tests.gitservers",) if importlib.util.find_spec(name) is not None
 ]
 
 
@@ -27,9 +25,7 @@ def no_leaked_threads() -> Iterator[None]:
     before = set(threading.enumerate())
     yield
     deadline_threads = [
-        t
-        for t in threading.enumerate()
-        if t not in before and t.is_alive() and not t.daemon
+        t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon
     ]
     for t in deadline_threads:
         t.join(timeout=5)

@@ -29,9 +29,7 @@ def _daemon(**changes: object) -> Daemon:
     return Daemon(config, syncer=None, on_result=lambda _r: None)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("max_failures", "exits_at"), [(-1, None), (0, 1), (1, 1), (3, 3)]
-)
+@pytest.mark.parametrize(("max_failures", "exits_at"), [(-1, None), (0, 1), (1, 1), (3, 3)])
 def test_max_failures_counts_like_git_sync(max_failures: int, exits_at: int | None) -> None:
     daemon = _daemon(max_failures=max_failures)
     exits = [n for n in range(1, 10) if daemon._should_exit(n, ever_published=False)]

@@ -58,8 +58,10 @@ def test_digest_changes_with_any_field(entries: list[Entry], data: st.DataObject
         "size": Entry(victim.path, victim.size + 1, victim.token, victim.mode),
         "token": Entry(victim.path, victim.size, victim.token + "0", victim.mode),
         "mode": Entry(
-            victim.path, victim.size, victim.token, MODE_EXEC if victim.mode == MODE_FILE
-            else MODE_FILE
+            victim.path,
+            victim.size,
+            victim.token,
+            MODE_EXEC if victim.mode == MODE_FILE else MODE_FILE,
         ),
     }[field]
     after = Manifest.of([changed if e is victim else e for e in entries])
@@ -138,8 +140,21 @@ def test_safe_path_result_never_escapes(parts: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["../x", "a/../../x", "a/..", "..", "/etc/passwd", "C:/x", "C:", "a\\b", "..\\x", "a\x00b", "",
-     "./", "//"],  # fmt: skip
+    [
+        "../x",
+        "a/../../x",
+        "a/..",
+        "..",
+        "/etc/passwd",
+        "C:/x",
+        "C:",
+        "a\\b",
+        "..\\x",
+        "a\x00b",
+        "",
+        "./",
+        "//",
+    ],  # fmt: skip
 )
 def test_safe_path_refuses(raw: str) -> None:
     with pytest.raises(UnsafePath) as info:

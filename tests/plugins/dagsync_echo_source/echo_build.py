@@ -39,8 +39,7 @@ def build_wheel(
             f"Summary: {project.get('description', '')}\n"
         ).encode(),
         f"{dist}.dist-info/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: echo_build\nRoot-Is-Purelib: true\n"
-            b"Tag: py3-none-any\n"
+            b"Wheel-Version: 1.0\nGenerator: echo_build\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         ),
         f"{dist}.dist-info/entry_points.txt": entry_points.encode(),
     }
