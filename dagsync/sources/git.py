@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -28,6 +30,7 @@ from dagsync.redact import redact, redact_url, register_secret
 from dagsync.sources.base import FetchStats, Plan, Published
 from dagsync.sources.git_auth import GitAuth
 from dagsync.sources.git_batch import BlobBatch
+from dagsync.store import remove_tree
 from dagsync.timing import remaining
 from dagsync.tree import TreeWriter
 
@@ -259,14 +262,7 @@ class GitSource:
         self, repo_dir: Path, url: str, sha: str, ref: str | None, deadline: float
     ) -> None:
         """Fetch ``sha`` into the bare cache unless it is there already."""
-        if not (repo_dir / "HEAD").exists():
-            repo_dir.mkdir(parents=True, exist_ok=True)
-            self._git(["init", "--bare", "--quiet", str(repo_dir)], deadline, None, "init")
-            self._git(["config", "gc.pruneExpire", "now"], deadline, repo_dir, "config")
-        else:
-            # The root's lock is ours, so no other dagsync runs git here: whatever git left
-            # behind was left by a process that died with a previous dagsync.
-            clear_stale_git_state(repo_dir)
+        self._ensure_repo(repo_dir, deadline)
         if not self._has_commit(repo_dir, sha, deadline):
             args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc"]
             if self.config.depth > 0:
@@ -286,6 +282,26 @@ class GitSource:
         if len(list((repo_dir / "objects" / "pack").glob("*.pack"))) > MAX_PACKS:
             # Only refs/dagsync/current is kept: older commits and their blobs go.
             self._git(["gc", "--quiet", "--prune=now"], deadline, repo_dir, "gc")
+
+    def _ensure_repo(self, repo_dir: Path, deadline: float) -> None:
+        """A usable bare cache repository at ``repo_dir``. It is created beside its place and
+        renamed into it, so a kill -9 during ``git init`` cannot leave half a repository; one
+        that is damaged anyway (a disk filled up, a hand deleted a folder) is made anew."""
+        for leftover in repo_dir.parent.glob(f"{repo_dir.name}.init-*"):
+            remove_tree(leftover)
+        if repo_dir.exists():
+            if is_bare_repo(repo_dir):
+                # The root's lock is ours, so no other dagsync runs git here: whatever git
+                # left behind was left by a process that died with a previous dagsync.
+                clear_stale_git_state(repo_dir)
+                return
+            log.warning("cache repository is damaged, making it anew path=%s", repo_dir)
+            remove_tree(repo_dir)
+        repo_dir.parent.mkdir(parents=True, exist_ok=True)
+        fresh = repo_dir.with_name(f"{repo_dir.name}.init-{secrets.token_hex(4)}")
+        self._git(["init", "--bare", "--quiet", str(fresh)], deadline, None, "init")
+        self._git(["config", "gc.pruneExpire", "now"], deadline, fresh, "config")
+        os.replace(fresh, repo_dir)
 
     def _has_commit(self, repo_dir: Path, sha: str, deadline: float) -> bool:
         try:
@@ -329,6 +345,16 @@ def git_error_detail(stderr: str) -> str:
     if len(detail) > ERROR_DETAIL_CHARS:
         detail = detail[: ERROR_DETAIL_CHARS - 3] + "..."
     return detail or "no error output"
+
+
+def is_bare_repo(repo_dir: Path) -> bool:
+    """What git needs to open a bare repository (HEAD, objects, refs) is in place."""
+    return (
+        (repo_dir / "HEAD").is_file()
+        and (repo_dir / "objects" / "pack").is_dir()
+        and (repo_dir / "refs").is_dir()
+        and (repo_dir / "config").is_file()
+    )
 
 
 def clear_stale_git_state(repo_dir: Path) -> None:

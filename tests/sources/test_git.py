@@ -309,6 +309,33 @@ def test_deleted_link_or_revision_folder_is_rebuilt(
     assert leftovers(root) == []
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["refs deleted", "half an init (HEAD only)", "leftover init folder"],
+)
+def test_a_damaged_cache_repository_is_made_anew(
+    damage: str, git_repo: Repo, root: Path, env: dict[str, str]
+) -> None:
+    """A kill -9 during ``git init``, a full disk or a stray rm must not wedge every later sync."""
+    ok(dagsync("once", "--repo", git_repo.file_url, "--root", root, env=env))
+    cache = root / ".dagsync" / "cache" / "git" / "repo.git"
+    if damage == "refs deleted":
+        shutil.rmtree(cache / "refs")
+    elif damage == "half an init (HEAD only)":
+        shutil.rmtree(cache)
+        cache.mkdir()
+        (cache / "HEAD").write_text("ref: refs/heads/main\n")
+    else:
+        (cache.parent / "repo.git.init-0badc0de").mkdir()
+    git_repo.write("dags/new.py", "N = 1\n")
+    second = git_repo.commit("new")
+    git_repo.push()
+    result = dagsync("once", "--repo", git_repo.file_url, "--root", root, env=env)
+    ok(result)
+    assert published(root)[0] == second
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["repo.git"]
+
+
 # --- auth -------------------------------------------------------------------------------------
 
 
