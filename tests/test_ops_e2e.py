@@ -330,6 +330,27 @@ def test_trigger_secret_github_gitlab_bearer(
     assert GITHUB_SECRET not in d.stderr and "rotated-trigger-secret" not in d.stderr
 
 
+def post_all_at_once(d: Dagsync, count: int) -> list[int]:
+    """``count`` POST /sync requests released together; their status codes."""
+    codes: list[int] = []
+    lock = threading.Lock()
+    go = threading.Event()
+
+    def fire() -> None:
+        go.wait()
+        code = d.post().status_code
+        with lock:
+            codes.append(code)
+
+    threads = [threading.Thread(target=fire) for _ in range(count)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join()
+    return codes
+
+
 def test_burst_of_posts_while_a_sync_runs_costs_one_more_sync(
     start: Callable[..., Dagsync], git_repo: Repo, tmp_path: Path
 ):
@@ -348,23 +369,7 @@ def test_burst_of_posts_while_a_sync_runs_costs_one_more_sync(
     assert d.post().status_code == 202
     wait_for(started.exists)  # the pass is in its check, held
 
-    codes: list[int] = []
-    lock = threading.Lock()
-    go = threading.Event()
-
-    def fire() -> None:
-        go.wait()
-        code = d.post().status_code
-        with lock:
-            codes.append(code)
-
-    threads = [threading.Thread(target=fire) for _ in range(50)]
-    for t in threads:
-        t.start()
-    go.set()
-    for t in threads:
-        t.join()
-    assert codes == [202] * 50
+    assert post_all_at_once(d, 50) == [202] * 50
     assert d.status()["sync_in_progress"] is True
     gate.touch()
     d.wait_idle()
@@ -389,23 +394,7 @@ def test_burst_of_posts_from_idle_costs_at_most_two_syncs(
     d.wait_idle()
     before = d.total_syncs()
     pushed = push_change(git_repo, {"dags/idle_burst.py": "B = 2\n"})
-    go = threading.Event()
-    codes: list[int] = []
-    lock = threading.Lock()
-
-    def fire() -> None:
-        go.wait()
-        code = d.post().status_code
-        with lock:
-            codes.append(code)
-
-    threads = [threading.Thread(target=fire) for _ in range(50)]
-    for t in threads:
-        t.start()
-    go.set()
-    for t in threads:
-        t.join()
-    assert codes == [202] * 50
+    assert post_all_at_once(d, 50) == [202] * 50
     wait_for(lambda: d.served() == pushed)
     d.wait_idle()
     assert 1 <= d.total_syncs() - before <= 2
