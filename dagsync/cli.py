@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from dagsync import __version__
-from dagsync.config import OPTIONS, Config, Option, load
+from dagsync.config import Config, load
 from dagsync.errors import Abandoned, ConfigError, DagsyncError
+from dagsync.options import OPTIONS, Option
 
 log = logging.getLogger("dagsync")
 
