@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from dagsync.config import Config
 from dagsync.daemon import Daemon
 from dagsync.hooks import Hooks
-from dagsync.http import BindAddress, OpsApi, OpsServer, TriggerSecret, parse_bind
+from dagsync.http import BindAddress, OpsApi, OpsServer, parse_bind
 from dagsync.metrics import Metrics
 from dagsync.redact import read_secret_file, register_secret, register_url_credentials
 from dagsync.reporting import Reporter
@@ -23,6 +23,7 @@ from dagsync.sources.base import Source, load_source_class
 from dagsync.status import Status, StatusBoard
 from dagsync.store import RevisionStore
 from dagsync.syncer import Syncer
+from dagsync.trigger import TriggerSecret
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,8 @@ does is ``trigger()``, which the loop coalesces.
 from __future__ import annotations
 
 import errno
-import hashlib
-import hmac
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -21,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,8 +25,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from dagsync.errors import ConfigError, DagsyncError
-from dagsync.redact import read_secret_file
 from dagsync.status import StatusBoard
+from dagsync.trigger import TriggerSecret
 
 log = logging.getLogger(__name__)
 
@@ -78,61 +74,6 @@ def parse_bind(text: str | None) -> BindAddress | None:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"--http-bind: invalid port in {raw!r}", "http-bind")
     return BindAddress(host, int(port_text))
-
-
-# -- --trigger-secret-file -------------------------------------------------------------------
-class TriggerSecret:
-    """The secret ``POST /sync`` must prove, re-read whenever the file changes (rotation; a
-    Kubernetes secret update swaps the file under a symlink, changing its inode)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, ...] | None = None
-        self._secret: bytes | None = None
-        self.current()
-
-    def current(self) -> bytes | None:
-        with self._lock:
-            try:
-                st = os.stat(self.path)
-                stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
-                if stamp != self._stamp:
-                    value = read_secret_file(self.path)
-                    self._secret, self._stamp = value.encode() or None, stamp
-                    if self._secret is None:
-                        log.warning("--trigger-secret-file is empty: refusing POST /sync")
-            except OSError as exc:
-                # Keep the last good secret: a rotation in progress must not open the door.
-                log.warning("cannot read --trigger-secret-file error=%s", exc.strerror)
-            return self._secret
-
-    def verify(self, headers: Message, body: bytes) -> bool:
-        """GitHub ``X-Hub-Signature-256``, GitLab ``X-Gitlab-Token`` or ``Authorization:
-        Bearer``, each compared in constant time."""
-        secret = self.current()
-        if not secret:
-            return False
-        proofs: list[tuple[bytes, bytes]] = []
-        signature = headers.get("X-Hub-Signature-256")
-        if signature is not None:
-            digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
-            proofs.append((_bytes(signature.strip().lower()), b"sha256=" + digest.encode()))
-        token = headers.get("X-Gitlab-Token")
-        if token is not None:
-            proofs.append((_bytes(token.strip()), secret))
-        scheme, _, credentials = (headers.get("Authorization") or "").strip().partition(" ")
-        if scheme.lower() == "bearer":
-            proofs.append((_bytes(credentials.strip()), secret))
-        # Check every proof given (no early exit): timing says nothing about which one failed.
-        ok = False
-        for given, expected in proofs:
-            ok = hmac.compare_digest(given, expected) or ok
-        return ok
-
-
-def _bytes(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
 
 
 # -- the server ----------------------------------------------------------------------------------

@@ -1,0 +1,69 @@
+"""``--trigger-secret-file``: the proof ``POST /sync`` must carry (GitHub, GitLab or Bearer)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+from email.message import Message
+from pathlib import Path
+
+from dagsync.redact import read_secret_file
+
+log = logging.getLogger(__name__)
+
+
+class TriggerSecret:
+    """The secret ``POST /sync`` must prove, re-read whenever the file changes (rotation; a
+    Kubernetes secret update swaps the file under a symlink, changing its inode)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, ...] | None = None
+        self._secret: bytes | None = None
+        self.current()
+
+    def current(self) -> bytes | None:
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+                stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+                if stamp != self._stamp:
+                    value = read_secret_file(self.path)
+                    self._secret, self._stamp = value.encode() or None, stamp
+                    if self._secret is None:
+                        log.warning("--trigger-secret-file is empty: refusing POST /sync")
+            except OSError as exc:
+                # Keep the last good secret: a rotation in progress must not open the door.
+                log.warning("cannot read --trigger-secret-file error=%s", exc.strerror)
+            return self._secret
+
+    def verify(self, headers: Message, body: bytes) -> bool:
+        """GitHub ``X-Hub-Signature-256``, GitLab ``X-Gitlab-Token`` or ``Authorization:
+        Bearer``, each compared in constant time."""
+        secret = self.current()
+        if not secret:
+            return False
+        proofs: list[tuple[bytes, bytes]] = []
+        signature = headers.get("X-Hub-Signature-256")
+        if signature is not None:
+            digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
+            proofs.append((_bytes(signature.strip().lower()), b"sha256=" + digest.encode()))
+        token = headers.get("X-Gitlab-Token")
+        if token is not None:
+            proofs.append((_bytes(token.strip()), secret))
+        scheme, _, credentials = (headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() == "bearer":
+            proofs.append((_bytes(credentials.strip()), secret))
+        # Check every proof given (no early exit): timing says nothing about which one failed.
+        ok = False
+        for given, expected in proofs:
+            ok = hmac.compare_digest(given, expected) or ok
+        return ok
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
