@@ -195,15 +195,10 @@ def _oss_fake(latency: float) -> tuple[Handlers, Callable[[], None]]:
     return handlers, fake.stop
 
 
-@driver
-class OssDriver(CloudDriver):
-    """Alibaba Cloud OSS: tests/fakes/oss_server.FakeOss, the oss2 SDK."""
+class FakeServerDriver(CloudDriver):
+    """A cloud whose fake runs in a :class:`ServerProcess` answering the same calls."""
 
-    name = "oss"
-
-    def start(self, latency: float) -> None:
-        self.server = ServerProcess(_oss_fake, latency)
-        self.endpoint: str = self.server.call("endpoint")
+    server: ServerProcess
 
     def stop(self) -> None:
         self.server.stop()
@@ -224,6 +219,17 @@ class OssDriver(CloudDriver):
 
     def server_cpu_seconds(self) -> float:
         return float(self.server.call("cpu_seconds"))
+
+
+@driver
+class OssDriver(FakeServerDriver):
+    """Alibaba Cloud OSS: tests/fakes/oss_server.FakeOss, the oss2 SDK."""
+
+    name = "oss"
+
+    def start(self, latency: float) -> None:
+        self.server = ServerProcess(_oss_fake, latency)
+        self.endpoint: str = self.server.call("endpoint")
 
     def dagsync_args(self) -> list[str]:
         return ["--oss-endpoint", self.endpoint, "--oss-bucket", OSS_BUCKET] + [
@@ -290,7 +296,7 @@ def _azure_fake(latency: float) -> tuple[Handlers, Callable[[], None]]:
 
 
 @driver
-class AzureDriver(CloudDriver):
+class AzureDriver(FakeServerDriver):
     """Azure Files: tests/fakes/azure_server.FakeAzureFiles, azure-storage-file-share. Listing
     is one request per directory page, a 10 KB file one GET."""
 
@@ -299,26 +305,6 @@ class AzureDriver(CloudDriver):
     def start(self, latency: float) -> None:
         self.server = ServerProcess(_azure_fake, latency)
         self.connection_string: str = self.server.call("connection_string")
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def populate(self, count: int, size: int, seed: int) -> list[str]:
-        paths: list[str] = self.server.call("populate", count, size, seed)
-        return paths
-
-    def modify(self, paths: Sequence[str], seed: int) -> None:
-        self.server.call("modify", list(paths), seed)
-
-    def counts(self) -> Counter[str]:
-        counts: Counter[str] = self.server.call("counts")
-        return counts
-
-    def clear(self) -> None:
-        self.server.call("clear")
-
-    def server_cpu_seconds(self) -> float:
-        return float(self.server.call("cpu_seconds"))
 
     def dagsync_args(self) -> list[str]:
         return ["--source", "azure", "--azure-share", AZURE_SHARE, "--azure-path", AZURE_PATH]

@@ -129,6 +129,31 @@ class StoreEnv(ABC):
         raise NotImplementedError
 
 
+class FakeServerStoreEnv(StoreEnv):
+    """A store served by one of tests/fakes/: observation and faults go to ``self.fake``, whose
+    request log and fault knobs both fakes share."""
+
+    fake: Any
+
+    def requests(self) -> Counter[str]:
+        return Counter(r.kind for r in self.fake.requests)
+
+    def clear_requests(self) -> None:
+        self.fake.clear_requests()
+
+    def fail_next(self, n: int, status: int = 500) -> None:
+        self.fake.fail_next(n, status, kind="get")
+
+    def reset_next(self, n: int) -> None:
+        self.fake.reset_next(n, kind="get")
+
+    def truncate_next_get(self, n: int) -> None:
+        self.fake.truncate_next_get(n)
+
+    def corrupt_next_get(self, n: int) -> None:
+        self.fake.corrupt_next_get(n)
+
+
 def discover() -> dict[str, type[StoreEnv]]:
     """Every ``tests/sources/store_env_<name>.py`` and its ``STORE_ENV``."""
     found: dict[str, type[StoreEnv]] = {}

@@ -3,11 +3,10 @@ by the real azure-storage-file-share SDK."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from tests.fakes.azure_server import FakeAzureFiles
-from tests.sources.store_contract import StoreEnv
+from tests.sources.store_contract import FakeServerStoreEnv
 
 SHARE = "dags"
 BASE = "team/dags"  # --azure-path
@@ -15,7 +14,7 @@ WRONG_KEY = "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U="
 PAGE_SIZE = 500  # small enough that the suite's 1,234-file folder takes three listing pages
 
 
-class AzureStoreEnv(StoreEnv):
+class AzureStoreEnv(FakeServerStoreEnv):
     """A share whose ``team/dags`` directory is published; files around it must not be."""
 
     source = "azure"
@@ -60,24 +59,6 @@ class AzureStoreEnv(StoreEnv):
 
     def break_credentials(self) -> None:
         self.connection_string = self.fake.connection_string.replace(self.fake.key, WRONG_KEY)
-
-    def requests(self) -> Counter[str]:
-        return Counter(r.kind for r in self.fake.requests)
-
-    def clear_requests(self) -> None:
-        self.fake.clear_requests()
-
-    def fail_next(self, n: int, status: int = 500) -> None:
-        self.fake.fail_next(n, status, kind="get")
-
-    def reset_next(self, n: int) -> None:
-        self.fake.reset_next(n, kind="get")
-
-    def truncate_next_get(self, n: int) -> None:
-        self.fake.truncate_next_get(n)
-
-    def corrupt_next_get(self, n: int) -> None:
-        self.fake.corrupt_next_get(n)
 
 
 STORE_ENV = AzureStoreEnv

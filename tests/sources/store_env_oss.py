@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import posixpath
-from collections import Counter
 from typing import Any
 
 from tests.fakes.oss_server import FakeOss
-from tests.sources.store_contract import StoreEnv
+from tests.sources.store_contract import FakeServerStoreEnv
 
 ACCESS_KEY_ID = "LTAI5tDagsyncTestKeyId"
 ACCESS_KEY_SECRET = "DagsyncTestSecret-8f3a1c"
@@ -15,7 +14,7 @@ BUCKET = "dags-bucket"
 PREFIX = "team/dags/"
 
 
-class OssStoreEnv(StoreEnv):
+class OssStoreEnv(FakeServerStoreEnv):
     """A bucket whose ``team/dags/`` prefix is published; decoys around it must not be."""
 
     source = "oss"
@@ -55,24 +54,6 @@ class OssStoreEnv(StoreEnv):
 
     def break_credentials(self) -> None:
         self.secret = "WrongSecret-0000"
-
-    def requests(self) -> Counter[str]:
-        return Counter(r.kind for r in self.fake.requests)
-
-    def clear_requests(self) -> None:
-        self.fake.clear_requests()
-
-    def fail_next(self, n: int, status: int = 500) -> None:
-        self.fake.fail_next(n, status, kind="get")
-
-    def reset_next(self, n: int) -> None:
-        self.fake.reset_next(n, kind="get")
-
-    def truncate_next_get(self, n: int) -> None:
-        self.fake.truncate_next_get(n)
-
-    def corrupt_next_get(self, n: int) -> None:
-        self.fake.corrupt_next_get(n)
 
 
 STORE_ENV = OssStoreEnv
