@@ -61,7 +61,7 @@ RUN install -d -m 0775 -o 65533 -g 0 /git
 
 # HOME=/tmp: git and ssh write there (an emptyDir under readOnlyRootFilesystem); no .pyc files
 # are written at run time (the venv's were compiled at build time). No DAGSYNC_* variables here:
-# they would override the git-sync variables the Airflow chart sets (SPEC §7).
+# they would override the git-sync variables the Airflow chart sets (docs/reference.md, section 7).
 ENV PATH=/opt/dagsync/bin:$PATH \
     HOME=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -73,9 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         for opt in OPTIONS:
             if command in opt.commands:
                 _add_option(groups[opt.group], opt)
-    status = sub.add_parser("status", help="print the published revision as JSON")
+    status = sub.add_parser(
+        "status",
+        help="show the published revision: a summary on a terminal, else JSON",
+        description="Show the published revision (exit 1 when none): a short summary on a "
+        "terminal, the JSON document with --json or when the output is not a terminal.",
+    )
     status.add_argument("--root", default=None, help="default ./dagsync-root [env DAGSYNC_ROOT]")
     status.add_argument("--link", default=None, help="default current [env DAGSYNC_LINK]")
+    status.add_argument("--json", action="store_true", help="print JSON even on a terminal")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -127,18 +133,22 @@ def _dispatch(args: list[str], env: dict[str, str]) -> int:
 
 
 def _status(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from dagsync import terminal
     from dagsync.store import RevisionStore
 
     root = Path(ns.root or env.get("DAGSYNC_ROOT") or "./dagsync-root").absolute()
-    store = RevisionStore(root, ns.link or env.get("DAGSYNC_LINK") or "current")
+    link = ns.link or env.get("DAGSYNC_LINK") or "current"
+    store = RevisionStore(root, link)
     published = store.published()
+    human = not ns.json and terminal.is_terminal(sys.stdout)
     if published is None:
-        print(json.dumps({"revision": None, "root": str(root)}))
+        none = {"revision": None, "root": str(root)}
+        print(terminal.nothing_published(str(root), link) if human else json.dumps(none))
         return ExitCode.FAILED
     state = store.read_state()
     state.pop("history", None)
     state.update(revision=published.revision, path=str(published.path))
-    print(json.dumps(state, indent=2))
+    print(terminal.status_summary(state) if human else json.dumps(state, indent=2))
     return ExitCode.OK
 
 
