@@ -19,6 +19,7 @@ from dagsync.http import BindAddress, OpsApi, OpsServer, parse_bind
 from dagsync.metrics import Metrics, ServeMetrics
 from dagsync.redact import read_secret_file, register_secret, register_url_credentials
 from dagsync.reporting import Reporter
+from dagsync.rootprobe import probe_root
 from dagsync.serve import RevisionServer
 from dagsync.sources.base import Source, load_source_class
 from dagsync.status import Status, StatusBoard
@@ -95,6 +96,7 @@ class App:
     def _prepare(self) -> None:
         with self.store.locked():
             self.store.prepare()
+            probe_root(self.store.root, self.store.state_dir)
         current = self.store.published()
         if current is not None:
             published_at = self.store.read_state().get("published_at")

@@ -31,6 +31,11 @@ class UnsafePath(SourceError):
     """A key or path would escape the published tree."""
 
 
+class WriteFailed(SourceError):
+    """A file of the revision could not be written under the root (disk full, name too long,
+    a file and a folder of one name); the message names the published path, not staging."""
+
+
 class CheckFailed(DagsyncError):
     """The pre-publish check rejected a candidate revision."""
 

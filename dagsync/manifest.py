@@ -60,6 +60,7 @@ class Manifest:
         for first, second in zip(ordered, ordered[1:], strict=False):
             if first.path == second.path:
                 raise UnsafePath(f"duplicate path in source listing: {first.path!r}", first.path)
+        _refuse_file_and_folder(ordered)
         return cls(tuple(ordered))
 
     @property
@@ -90,6 +91,24 @@ class Manifest:
         return cls(tuple(sorted(Entry(*row) for row in data["entries"])))
 
 
+def _refuse_file_and_folder(entries: Sequence[Entry]) -> None:
+    """A path that is a file (or symlink) and also the folder of another path cannot be
+    written; a store can list both (``a`` and ``a/b.py``), a filesystem cannot hold them."""
+    files = {e.path for e in entries}
+    folders: set[str] = set()
+    for entry in entries:
+        folder = posixpath.dirname(entry.path)
+        while folder and folder not in folders:
+            if folder in files:
+                raise UnsafePath(
+                    f"refusing {folder!r}: it is both a file and a folder (the folder holds "
+                    f"{entry.path!r}); rename one of them",
+                    folder,
+                )
+            folders.add(folder)
+            folder = posixpath.dirname(folder)
+
+
 @dataclass(frozen=True)
 class ManifestDiff:
     """How to build a new revision from the previous one."""
@@ -117,15 +136,19 @@ def diff(new: Manifest, previous: Manifest | None) -> ManifestDiff:
 
 # "C:" or "C:/…" is a Windows absolute path; "a:b.py" is an ordinary POSIX name.
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:(/|$)")
+# The longest name one folder entry can have on Linux filesystems (NAME_MAX, in bytes).
+NAME_MAX_BYTES = 255
 
 
 def safe_path(raw: str) -> str:
-    """Normalise a source path to a relative POSIX path, refusing anything that could escape.
+    """Normalise a source path to a relative POSIX path, refusing anything that could escape
+    or that a Linux filesystem cannot hold.
 
-    Refuses absolute paths, ``..`` components, NUL, backslashes (Windows separators that a
-    later tool could honour) and empty names; the error names the offending key.
+    Refuses absolute paths, ``..`` components, NUL, empty names and names longer than
+    NAME_MAX bytes; the error names the offending key. Any other byte a Linux name may hold
+    (backslash, newline, quotes, bytes that are not UTF-8) is kept as committed.
     """
-    if not raw or "\x00" in raw or "\\" in raw:
+    if not raw or "\x00" in raw:
         raise UnsafePath(f"refusing unsafe path {raw!r}", raw)
     if raw.startswith("/") or _WINDOWS_DRIVE.match(raw):
         raise UnsafePath(f"refusing absolute path {raw!r}", raw)
@@ -135,6 +158,14 @@ def safe_path(raw: str) -> str:
     clean = [p for p in parts if p not in ("", ".")]
     if not clean:
         raise UnsafePath(f"refusing empty path {raw!r}", raw)
+    for part in clean:
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX_BYTES:
+            raise UnsafePath(
+                f"refusing path {raw!r}: the name {part[:40]!r}... is {size} bytes, more than "
+                f"a Linux file name may hold ({NAME_MAX_BYTES})",
+                raw,
+            )
     return "/".join(clean)
 
 

@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -231,7 +232,10 @@ class RevisionStore:
     # -- building and publishing ---------------------------------------------------------
     def new_staging(self) -> Path:
         path = self.staging / secrets.token_hex(8)
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise PublishError(f"--root: cannot create a staging folder: {exc.strerror}") from None
         return path
 
     def discard(self, staging: Path) -> None:
@@ -275,13 +279,32 @@ class RevisionStore:
         self.retired.mkdir(exist_ok=True)
         os.replace(tree, self.retired / f"{int(now)}-{secrets.token_hex(6)}")
 
+    def check_link_place(self) -> None:
+        """Refuse to replace anything of the user's at the link: only a symlink (ours, or
+        git-sync's) or nothing may be there. Checked before every pass downloads anything."""
+        try:
+            st = os.lstat(self.link)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise PublishError(f"--link: cannot inspect {self.link}: {exc.strerror}") from None
+        if stat.S_ISLNK(st.st_mode):
+            return
+        kind = "a real directory" if stat.S_ISDIR(st.st_mode) else "a regular file"
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISREG(st.st_mode):
+            kind = "not a symlink"
+        raise PublishError(
+            f"--link: {self.link} exists and is {kind}, not a symlink dagsync made; "
+            f"nothing was replaced: move it away (e.g. mv {self.link} {self.link}.old) "
+            "or choose another --link"
+        )
+
     def _swap_link(self, folder: Path) -> None:
         target = os.path.relpath(folder, self.link.parent)
         tmp = self.link.parent / f".{self.link.name}{TMP_LINK_MARK}{secrets.token_hex(6)}"
         os.symlink(target, tmp)
         try:
-            if self.link.is_dir() and not self.link.is_symlink():
-                raise PublishError(f"--link: {self.link} exists and is a real directory")
+            self.check_link_place()  # again: it may have appeared during the pass
             os.replace(tmp, self.link)
         finally:
             if tmp.is_symlink():

@@ -15,6 +15,7 @@ from dagsync.manifest import check_limits
 from dagsync.sources.base import FetchStats, Plan, Published, Source
 from dagsync.store import RevisionStore
 from dagsync.timing import deadline_in
+from dagsync.walkable import check_walkable
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Syncer:
 
         try:
             with self.store.locked():
+                self.store.check_link_place()  # the user's file is refused before any download
                 current = self.store.published()
                 plan = self.source.resolve(deadline)
                 revision = plan.revision
@@ -118,10 +120,12 @@ class Syncer:
         cfg = self.config
         if plan.manifest is not None:
             check_limits(plan.manifest, cfg.max_files, cfg.max_bytes)
+            check_walkable(plan.manifest, plan.revision)  # before anything is downloaded
         staging = self.store.new_staging()
         try:
             stats = self.source.fetch(plan, staging, self.store.reusable(), deadline)
             check_limits(stats.manifest, cfg.max_files, cfg.max_bytes)
+            check_walkable(stats.manifest, plan.revision)
             run_check(cfg.check, staging, deadline, cfg.child_env)
             now = self.clock()
             self.publishing = True

@@ -7,37 +7,103 @@ links for unchanged files, explicit permissions, temp-file-then-rename) live in 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import itertools
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from dagsync.errors import SourceError
+from dagsync.errors import SourceError, WriteFailed
 from dagsync.manifest import MODE_EXEC, MODE_SYMLINK, Entry, safe_path, safe_symlink_target
 from dagsync.sources.base import Published
 
 DIR_MODE = 0o755
 
 
-class TreeWriter:
-    """Builds one tree under ``dest``; temp files go to a sibling ``<dest>.parts`` folder."""
+MB = 1024 * 1024
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_CLASH = (errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
 
-    def __init__(self, dest: Path, previous: Published | None) -> None:
+
+def write_error(exc: OSError, path: str, need_bytes: int | None = None) -> WriteFailed:
+    """One line naming the published path (never the staging folder) and what to do."""
+    code = exc.errno
+    if code in _FULL:
+        need = f"; this revision needs ~{max(1, -(-need_bytes // MB))} MB" if need_bytes else ""
+        what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
+        return WriteFailed(f"{what} writing {path}{need}: free space under --root", path)
+    if code == errno.ENAMETOOLONG:
+        return WriteFailed(
+            f"name too long for the filesystem under --root writing {path!r}; shorten it", path
+        )
+    if code in _CLASH:
+        return WriteFailed(
+            f"cannot write {path!r}: a file and a folder of the same name ({exc.strerror})", path
+        )
+    if code == errno.EROFS:
+        return WriteFailed(f"read-only filesystem under --root writing {path}", path)
+    return WriteFailed(f"cannot write {path}: {exc.strerror or exc}", path)
+
+
+class _Sink(io.BufferedWriter):
+    """A temp file whose write errors name the published path they were for."""
+
+    def __init__(self, tmp: Path, path: str, need_bytes: int | None) -> None:
+        super().__init__(io.FileIO(tmp, "w"))
+        self.published_path = path
+        self.need_bytes = need_bytes
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            raise write_error(exc, self.published_path, self.need_bytes) from None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            raise write_error(exc, self.published_path, self.need_bytes) from None
+
+
+class TreeWriter:
+    """Builds one tree under ``dest``; temp files go to a sibling ``<dest>.parts`` folder.
+
+    Every OSError while writing becomes a :class:`WriteFailed` naming the published path and
+    the cause (``need_bytes``, the revision's size when known, goes into a full-disk message).
+    """
+
+    def __init__(
+        self, dest: Path, previous: Published | None, need_bytes: int | None = None
+    ) -> None:
         self.dest = dest
         self.previous = previous
+        self.need_bytes = need_bytes
         self.parts = dest.with_name(dest.name + ".parts")
-        self.parts.mkdir(parents=True, exist_ok=True)
+        try:
+            self.parts.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(exc, "the revision", need_bytes) from None
         self._dirs: set[str] = set()
         self._serial = itertools.count()
+
+    @contextmanager
+    def _writing(self, path: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise write_error(exc, path, self.need_bytes) from None
 
     def _target(self, path: str) -> Path:
         clean = safe_path(path)
         parent = os.path.dirname(clean)
         if parent and parent not in self._dirs:
-            (self.dest / parent).mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            with self._writing(clean):
+                (self.dest / parent).mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             self._dirs.add(parent)
         return self.dest / clean
 
@@ -53,16 +119,21 @@ class TreeWriter:
         if not os.path.isfile(src) or os.path.islink(src) or st.st_size != entry.size:
             return False
         dst = self._target(entry.path)
-        try:
-            os.link(src, dst)
-        except OSError:
-            # Filesystems without hard links (some SMB mounts): a copy keeps bytes and mtime.
-            shutil.copy2(src, dst)
+        with self._writing(entry.path):
+            try:
+                os.link(src, dst)
+            except OSError as exc:
+                if exc.errno in (*_FULL, *_CLASH, errno.ENAMETOOLONG, errno.EROFS):
+                    raise
+                # Filesystems without hard links (some SMB mounts): a copy keeps bytes and mtime.
+                shutil.copy2(src, dst)
         return True
 
     def symlink(self, entry: Entry) -> None:
         safe_symlink_target(entry.path, entry.target)
-        os.symlink(entry.target, self._target(entry.path))
+        dst = self._target(entry.path)
+        with self._writing(entry.path):
+            os.symlink(entry.target, dst)
 
     @contextmanager
     def open(self, entry: Entry) -> Iterator[BinaryIO]:
@@ -71,7 +142,8 @@ class TreeWriter:
         dst = self._target(entry.path)
         # .parts belongs to this writer alone, so a counter names temp files uniquely.
         tmp = self.parts / str(next(self._serial))
-        fh = open(tmp, "wb")  # noqa: SIM115 - closed below on every path
+        with self._writing(entry.path):
+            fh = _Sink(tmp, entry.path, self.need_bytes)
         placed = False
         try:
             yield fh
@@ -81,12 +153,14 @@ class TreeWriter:
                 raise SourceError(
                     f"{entry.path}: got {size} bytes, expected {entry.size}", entry.path
                 )
-            os.fchmod(fh.fileno(), MODE_EXEC if entry.mode == MODE_EXEC else 0o644)
-            fh.close()
-            os.replace(tmp, dst)
+            with self._writing(entry.path):
+                os.fchmod(fh.fileno(), MODE_EXEC if entry.mode == MODE_EXEC else 0o644)
+                fh.close()
+                os.replace(tmp, dst)
             placed = True
         finally:
-            fh.close()
+            with contextlib.suppress(OSError, WriteFailed):  # the first error is the one shown
+                fh.close()
             if not placed:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()

@@ -35,7 +35,21 @@ entry = st.builds(
     token=st.text(alphabet="0123456789abcdef", min_size=1, max_size=40),
     mode=st.sampled_from([MODE_FILE, MODE_EXEC]),
 )
-unique_entries = st.lists(entry, max_size=30, unique_by=lambda e: e.path)
+
+
+def _no_file_is_a_folder(entries: list[Entry]) -> bool:
+    """A listing a filesystem can hold: no path is also the folder of another one."""
+    paths = {e.path for e in entries}
+    return not any(
+        "/".join(e.path.split("/")[:i]) in paths
+        for e in entries
+        for i in range(1, e.path.count("/") + 1)
+    )
+
+
+unique_entries = st.lists(entry, max_size=30, unique_by=lambda e: e.path).filter(
+    _no_file_is_a_folder
+)
 
 
 # --- the manifest and its digest ----------------------------------------------------------------
@@ -148,9 +162,9 @@ def test_safe_path_result_never_escapes(parts: list[str]) -> None:
         "/etc/passwd",
         "C:/x",
         "C:",
-        "a\\b",
-        "..\\x",
         "a\x00b",
+        "dags/" + "x" * 256 + ".py",
+        "é" * 128 + "/a.py",  # 256 bytes in UTF-8
         "",
         "./",
         "//",
@@ -165,6 +179,38 @@ def test_safe_path_refuses(raw: str) -> None:
 @pytest.mark.parametrize("raw", ["a:b.py", "dags/12:00 report.py", "ab:/x"])
 def test_colons_are_ordinary_posix_names(raw: str) -> None:
     assert safe_path(raw) == raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "back\\slash.py",
+        "a\\b/c.py",
+        "..\\x",
+        "a\\..\\b.py",
+        "x" * 255,
+        "line\nbreak.py",
+        "\udcff.py",
+    ],
+)
+def test_names_linux_can_hold_are_kept(raw: str) -> None:
+    # A backslash is an ordinary byte of a Linux name (not a separator), and so are bytes
+    # that are not UTF-8 (carried as surrogate escapes): one such file must not stop a revision.
+    assert safe_path(raw) == raw
+
+
+@pytest.mark.parametrize(
+    ("paths", "named"),
+    [
+        (["a", "a/b.py"], "a"),
+        (["dags/x", "dags/x/y/z.py", "dags/w.py"], "dags/x"),
+    ],
+)
+def test_a_path_that_is_both_a_file_and_a_folder_is_refused(paths: list[str], named: str) -> None:
+    with pytest.raises(UnsafePath) as info:
+        Manifest.of(Entry(p, 1, "t") for p in paths)
+    assert info.value.obj == named
+    assert "both a file and a folder" in str(info.value) and repr(named) in str(info.value)
 
 
 @given(rel_path)

@@ -48,7 +48,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from dagsync.config import Config
-from dagsync.errors import ConfigError, SourceError, SyncTimeout, UnsafePath
+from dagsync.errors import ConfigError, LimitExceeded, SourceError, SyncTimeout, UnsafePath
 from dagsync.redact import redact
 from dagsync.sources.azure_auth import AUTH_HINTS, credential_route, register_connection_string
 from dagsync.sources.objectstore import (
@@ -116,6 +116,8 @@ class AzureSource(ObjectStoreSource):
         self._client: ShareClient | None = None
         self._client_secret: str | None = None
         self._client_lock = threading.Lock()
+        self._listed = 0
+        self._listed_lock = threading.Lock()
         self._url = self.credential.account_url or "the connection string's endpoint"
         if self.credential.route == "connection string":
             secret = self.credential.read(config)
@@ -224,6 +226,10 @@ class AzureSource(ObjectStoreSource):
     def list_objects(self, deadline: float) -> list[RemoteObject]:
         share = self._refresh()
         found: list[RemoteObject] = []
+        # Files of finished directories that the selection keeps: with those a directory
+        # being listed counts, --max-files stops the walk as soon as it is passed, so a share
+        # of millions of files never sits in memory.
+        self._listed = 0
         stop = threading.Event()
         workers = max(1, self.config.concurrency)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dagsync-azure-list")
@@ -240,6 +246,8 @@ class AzureSource(ObjectStoreSource):
                 for future in done:
                     files, subdirs = future.result()
                     found.extend(files)
+                    with self._listed_lock:
+                        self._listed += sum(1 for f in files if self.selector.select(f.key))
                     pending.update(
                         pool.submit(self._list_dir, share, rel, deadline, stop) for rel in subdirs
                     )
@@ -264,6 +272,7 @@ class AzureSource(ObjectStoreSource):
                 include=["Etag"],
                 **self._timeouts(deadline, "listing"),
             )
+            selected = 0
             for item in items:
                 if stop.is_set():
                     break
@@ -271,9 +280,13 @@ class AzureSource(ObjectStoreSource):
                 if item["is_directory"]:
                     subdirs.append(child)
                     continue
+                key = self.key_prefix + child
+                if self.selector.select(key) is not None:
+                    selected += 1
+                    self._check_max_files(selected)
                 files.append(
                     RemoteObject(
-                        key=self.key_prefix + child,
+                        key=key,
                         size=int(item["size"]),
                         token=str(item.etag).strip('"'),
                         handle="/".join(p for p in (self.list_root, child) if p),
@@ -283,6 +296,16 @@ class AzureSource(ObjectStoreSource):
 
         what = f"directory {path!r}" if path else "the root directory"
         return self._with_retries(attempt, what, deadline, stop)
+
+    def _check_max_files(self, in_progress: int) -> None:
+        with self._listed_lock:
+            listed = self._listed + in_progress
+        if listed > self.config.max_files:
+            raise LimitExceeded(
+                f"{self.describe()} lists more than --max-files {self.config.max_files} "
+                "files; stopped listing",
+                None,
+            )
 
     # -- downloads ------------------------------------------------------------------------------
     def download(self, obj: RemoteObject, out: BinaryIO, deadline: float) -> None:

@@ -148,6 +148,8 @@ class ObjectStoreSource(ABC):
                 key = safe_path(obj.key)  # refuse traversal before anything else
             except UnsafePath as exc:
                 raise UnsafePath(f"{self.describe()}: {exc}", obj.key) from None
+            if obj.size < 0:
+                raise SourceError(f"{self.describe()}: {obj.key!r} listed with size {obj.size}")
             path = self.selector.select(key)
             if path is None:
                 continue
@@ -175,7 +177,7 @@ class ObjectStoreSource(ABC):
         assert plan.manifest is not None
         objects: dict[str, RemoteObject] = plan.detail["objects"]
         changes = diff(plan.manifest, previous.manifest if previous else None)
-        writer = TreeWriter(dest, previous)
+        writer = TreeWriter(dest, previous, need_bytes=sum(e.size for e in changes.fetch))
         stats = FetchStats(manifest=plan.manifest)
         todo: list[Entry] = []
         for entry in changes.fetch:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from xml.etree import ElementTree
 
 import crcmod
 import oss2
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+UNDECODABLE = "\ufffd"  # what oss2 puts where a listed name's bytes are not UTF-8
 LIST_PAGE_KEYS = 1000  # the most ListObjectsV2 returns per page
 CHUNK_BYTES = 256 * 1024
 REQUEST_TIMEOUT_SECONDS = 60.0  # per connect and per socket read, never past the deadline
@@ -253,6 +255,13 @@ class OssSource(ObjectStoreSource):
             )
         except oss2.exceptions.OssError as exc:
             raise self._error(exc, None) from None
+        except (ElementTree.ParseError, RuntimeError, ValueError) as exc:
+            # oss2 parses the page itself: malformed XML, a missing tag, a size not a number.
+            raise SourceError(
+                f"{self.describe()}: the service answered a listing that is not valid OSS XML "
+                f"({type(exc).__name__}: {str(exc)[:120]})",
+                None,
+            ) from None
 
     # -- downloads ---------------------------------------------------------------------------
 
@@ -312,6 +321,14 @@ class OssSource(ObjectStoreSource):
                 return SourceError(f"{where}: access denied: {detail}; {CREDENTIAL_HINT}", key)
             if exc.code == "NoSuchBucket":
                 return SourceError(f"{where}: bucket {self.bucket_name!r} does not exist", key)
+            if exc.code == "NoSuchKey" and key and UNDECODABLE in key:
+                # oss2 decodes listed names with errors="replace": the name held bytes that
+                # are not UTF-8, and the decoded name is not the object's.
+                return SourceError(
+                    f"{where}: the object's name is not valid UTF-8 (shown with U+FFFD where "
+                    "its bytes do not decode), so it cannot be read by name; rename the object",
+                    key,
+                )
             if exc.code == "NoSuchKey" or exc.status == 412:
                 return SourceError(f"{where}: changed during the sync ({detail}); retry", key)
             return SourceError(f"{where}: {detail}: {exc.message}", key)

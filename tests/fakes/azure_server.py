@@ -27,7 +27,7 @@ import sys
 import threading
 import traceback
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -299,6 +299,10 @@ class _Handler(BaseHTTPRequestHandler):
         except _ServiceError as exc:
             route, route_error = _Route("unsupported", "other", "", ()), exc
         self._record = fake._record_request(self, raw_path, pairs, route.kind)
+        if fake.raw_answer is not None:  # not HTTP at all: a hostile or broken endpoint
+            self.wfile.write(fake.raw_answer)
+            self.close_connection = True
+            return
         try:
             fake._delay()
             fault = fake._take_fault(route.kind)
@@ -313,6 +317,8 @@ class _Handler(BaseHTTPRequestHandler):
             grant = fake._authenticate(self, raw_path, pairs, route)
             fake._authorize(grant, route)
             status, headers, body, content_length = fake._dispatch(route, query, self.headers)
+            if route.kind == "list" and status == 200 and fake.mangle_listing is not None:
+                body = fake.mangle_listing(body)
             truncate = route.kind == "get" and fake._take_truncation()
             if route.kind == "get" and body and fake._take_corruption():
                 body = bytes([body[0] ^ 0xFF]) + body[1:]  # headers keep the true MD5s
@@ -399,6 +405,10 @@ class FakeAzureFiles:
         self._truncate_gets = 0
         self._corrupt_gets = 0
         self._latency = 0.0
+        #: hostile modes (tests/reliability): rewrite every listing's XML body, and answer
+        #: every request with these raw bytes instead of an HTTP response
+        self.mangle_listing: Callable[[bytes], bytes] | None = None
+        self.raw_answer: bytes | None = None
         self._ids = itertools.count(9223372036854775808, 4096)
         self._last_ticks = 0
         self._stop = threading.Event()

@@ -517,6 +517,10 @@ class FakeOss:
         self.send_content_md5 = True
         #: reject Date/x-oss-date further than this from the fake's clock (None: don't check)
         self.max_clock_skew_seconds: float | None = DEFAULT_MAX_CLOCK_SKEW_SECONDS
+        #: hostile modes (tests/reliability): rewrite every listing's XML body, and answer
+        #: every request with these raw bytes instead of an HTTP response
+        self.mangle_listing: Callable[[bytes], bytes] | None = None
+        self.raw_answer: bytes | None = None
 
     # lifecycle
 
@@ -705,6 +709,8 @@ class FakeOss:
             reply = self._dispatch(request, record)
         except OssError as exc:
             reply = _error_reply(exc, request)
+        if reply.status == 200 and record.kind == "list" and self.mangle_listing is not None:
+            reply.body = self.mangle_listing(reply.body)
         if reply.status in (200, 206) and record.kind == "get":
             fault = self._take_fault(record, {"truncate", "corrupt"})
             reply.fault = fault.action if fault else None
@@ -874,7 +880,8 @@ def _list_reply(
 
     def enc(text: str) -> str:
         # With encoding-type=url, every key-like field is percent-encoded and oss2 unquotes it.
-        return quote(text, safe="/") if encoding else text
+        # (A key may carry bytes that are not UTF-8, as surrogate escapes: sent as those bytes.)
+        return quote(text.encode("utf-8", "surrogateescape"), safe="/") if encoding else text
 
     root = ET.Element("ListBucketResult")
     _sub(root, "Name", request.bucket)
@@ -1031,6 +1038,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         headers = {name.lower(): value for name, value in self.headers.items()}
         body = self._read_body(headers)
+        raw = self.server.fake.raw_answer
+        if raw is not None:  # not HTTP at all: a hostile or broken endpoint
+            self.wfile.write(raw)
+            self.close_connection = True
+            return
         reply = self.server.fake._handle(self.command, self.path, headers, body)
         if reply.fault == "reset":
             self._reset()

@@ -575,7 +575,7 @@ def test_exec_bits_and_symlinks_as_committed(
 ) -> None:
     git_repo.write("bin/run.sh", "#!/bin/sh\necho hi\n", mode=0o755)
     git_repo.symlink("dags/alias.py", "a.py")
-    git_repo.symlink("shared", "dags")
+    git_repo.symlink("shared.py", "dags/b.py")  # (a link to a folder is rejected: SPEC 3)
     git_repo.commit("modes")
     git_repo.push()
     ok(dagsync("once", "--repo", git_repo.file_url, "--root", root, env=env, umask=0o077))
@@ -584,8 +584,8 @@ def test_exec_bits_and_symlinks_as_committed(
     assert tree["bin/run.sh"] == ("file", "#!/bin/sh\necho hi\n", "x")
     assert tree["dags/a.py"][2] == "-"
     assert tree["dags/alias.py"] == ("link", "a.py")
-    assert tree["shared"] == ("link", "dags")
-    assert (folder / "shared" / "b.py").read_text() == INITIAL_FILES["dags/b.py"]
+    assert tree["shared.py"] == ("link", "dags/b.py")
+    assert (folder / "shared.py").read_text() == INITIAL_FILES["dags/b.py"]
     # Readable by Airflow's uid whatever dagsync's umask was.
     assert_readable_by_others([root, root / ".dagsync", folder, *folder.rglob("*")])
 

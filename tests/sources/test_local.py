@@ -58,7 +58,7 @@ def test_exec_bit_symlinks_and_skipped_entries(src: Path, tmp_path: Path) -> Non
     tool.write_text("#!/bin/sh\n")
     tool.chmod(0o700)  # owner-only on the source: published readable by all, still exec
     os.symlink("dag.py", src / "dags" / "alias.py")
-    os.symlink("dags", src / "dags-link")
+    os.symlink("dags/dag.py", src / "dag-link.py")  # (a link to a folder is rejected: SPEC 3)
     (src / ".git").mkdir()
     (src / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     os.mkfifo(src / "dags" / "pipe")
@@ -73,7 +73,7 @@ def test_exec_bit_symlinks_and_skipped_entries(src: Path, tmp_path: Path) -> Non
         "dags/dag.py": b"print(1)\n",
         "dags/tool.sh": b"#!/bin/sh\n",
         "dags/alias.py": b"-> dag.py",
-        "dags-link": b"-> dags",
+        "dag-link.py": b"-> dags/dag.py",
     }
     assert stat.S_IMODE((root / "current" / "dags" / "tool.sh").stat().st_mode) == 0o755
     assert stat.S_IMODE((root / "current" / "dags" / "dag.py").stat().st_mode) == 0o644
