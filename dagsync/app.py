@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
 from dagsync.config import Config
 from dagsync.daemon import Daemon
+from dagsync.errors import Abandoned
 from dagsync.hooks import Hooks
 from dagsync.http import BindAddress, OpsApi, OpsServer, parse_bind
 from dagsync.metrics import Metrics, ServeMetrics
@@ -132,7 +135,10 @@ class App:
     def once(self) -> int:
         self._prepare()
         self._start_http(trigger=None, busy=None)
+        stop = OnceStop(self.syncer)
+        stop.install()
         result = self.syncer.run_pass()
+        stop.raise_if_requested()  # a stop during the link swap let it finish; no hooks now
         self.reporter(result)
         if result.ok and result.published is not None and self.hooks:
             # The revision just published, or (unchanged) the one on disk: a consumer
@@ -190,6 +196,30 @@ def serve_revisions(
 
     reporter.observers.append(prepare)
     return server
+
+
+class OnceStop:
+    """SIGTERM/SIGINT in ``once`` abandon the pass or the hooks: the exception unwinds through
+    the code that started each child (git, the check, the exec hook), which kills the child's
+    process group, so nothing outlives dagsync. A link swap in progress finishes first."""
+
+    def __init__(self, syncer: Syncer) -> None:
+        self.syncer = syncer
+        self.requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping signal=%s", signal.Signals(signum).name)
+        self.requested = True
+        if not self.syncer.publishing:
+            raise Abandoned()
+
+    def raise_if_requested(self) -> None:
+        if self.requested:
+            raise Abandoned()
 
 
 def register_config_secrets(config: Config) -> None:

@@ -9,12 +9,9 @@ In ``once`` hooks run inline, once, and a failure becomes the exit code.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
-import os
 import random
-import signal
 import subprocess
 import threading
 import time
@@ -26,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from dagsync import __version__
 from dagsync.config import Config
+from dagsync.procs import kill_group
 from dagsync.sources.base import Published
 from dagsync.syncer import PUBLISHED, SyncResult
 
@@ -89,21 +87,17 @@ def run_exec_hook(
             break
         except subprocess.TimeoutExpired:
             if stop.is_set() or time.monotonic() > deadline:
-                _kill_group(proc)
+                kill_group(proc)
                 why = "stopped" if stop.is_set() else f"timed out after {timeout:g}s"
                 raise HookFailed(why) from None
+        except BaseException:  # SIGTERM in ``once`` (Abandoned): the hook must not outlive us
+            kill_group(proc)
+            raise
     text = output.decode(errors="replace").strip()
     if proc.returncode != 0:
         raise HookFailed(f"exited {proc.returncode}: {_tail(text)}")
     if text:
         log.debug("exechook output revision=%s output=%s", published.revision, _tail(text))
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(Exception):
-        proc.communicate(timeout=5)
 
 
 def _tail(text: str) -> str:
