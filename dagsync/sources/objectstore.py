@@ -143,11 +143,13 @@ class ObjectStoreSource(ABC):
     def resolve(self, deadline: float) -> Plan:
         objects: dict[str, RemoteObject] = {}
         entries: list[Entry] = []
+        under_subpath = 0
         for obj in self.list_objects(deadline):
             try:
                 key = safe_path(obj.key)  # refuse traversal before anything else
             except UnsafePath as exc:
                 raise UnsafePath(f"{self.describe()}: {exc}", obj.key) from None
+            under_subpath += key.startswith(self.selector.subpath + "/")
             path = self.selector.select(key)
             if path is None:
                 continue
@@ -165,6 +167,12 @@ class ObjectStoreSource(ABC):
                 )
             objects[path] = obj
             entries.append(Entry(path, obj.size, obj.token, obj.mode, obj.target))
+        if self.selector.subpath and not under_subpath:
+            # A mistyped or moved --subpath must not publish an empty tree (as for git).
+            raise SourceError(
+                f"--subpath {self.selector.subpath!r}: nothing under it in {self.describe()}",
+                self.selector.subpath,
+            )
         manifest = Manifest.of(entries)
         check_limits(manifest, self.config.max_files, self.config.max_bytes)
         return Plan(revision=manifest.digest(), manifest=manifest, detail={"objects": objects})
