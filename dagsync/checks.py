@@ -77,4 +77,5 @@ def check_command(
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).decode(errors="replace").strip()
         tail = tail[-OUTPUT_TAIL_CHARS:].replace("\n", " | ")
-        raise CheckFailed(f"--check command exited {result.returncode}: {tail}")
+        output = f": {tail}" if tail else " with no output"
+        raise CheckFailed(f"--check command exited {result.returncode}{output}")

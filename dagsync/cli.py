@@ -39,7 +39,7 @@ GROUP_TITLES = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit 2, as every usage error
-        raise ConfigError(message)
+        raise ConfigError(f"{message}; see {self.prog} --help")
 
 
 def _add_option(group: argparse._ArgumentGroup, opt: Option) -> None:
@@ -103,7 +103,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def _redacted(exc: BaseException) -> str:
     from dagsync.redact import redact
 
-    return redact(str(exc))
+    # One line whatever the message (a library's text may hold several).
+    return " | ".join(line.strip() for line in redact(str(exc)).splitlines() if line.strip())
 
 
 def _dispatch(args: list[str], env: dict[str, str]) -> int:
@@ -113,10 +114,15 @@ def _dispatch(args: list[str], env: dict[str, str]) -> int:
 
         implied = compat.implied_command(env)
         if implied is None:
-            parser.print_help(sys.stderr)
-            return ExitCode.USAGE
+            raise ConfigError(
+                "a command is required: once, run, status or version (or git-sync's "
+                "GITSYNC_* variables for run); see dagsync --help"
+            )
         args = [implied, *args]
-    ns = parser.parse_args(args)
+    ns, extra = parser.parse_known_args(args)
+    if extra:
+        command = f"dagsync {ns.command}" if ns.command else "dagsync"
+        raise ConfigError(f"unrecognized arguments: {' '.join(extra)}; see {command} --help")
     if ns.command == "version":
         print(f"dagsync {__version__}")
         return ExitCode.OK
@@ -155,8 +161,12 @@ def _status(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
 def run_command(config: Config) -> int:
     """Build everything (no network yet), then run ``once`` or ``run``."""
     from dagsync.app import App
+    from dagsync.config_file import with_origin
 
-    app = App.build(config)
+    try:
+        app = App.build(config)
+    except ConfigError as exc:  # a source's own validation: say where the value was set
+        raise with_origin(exc, config.origins) from None
     try:
         return app.once() if config.command == "once" else app.run()
     except Abandoned:

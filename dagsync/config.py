@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dagsync.config_file import ConfigFile, origins_of, read_config_file, with_origin
 from dagsync.errors import ConfigError
 from dagsync.options import (
     ENV_PREFIX,
@@ -98,6 +97,9 @@ class Config:
     # The environment for child processes (git, hooks, checks), without dagsync's own
     # variables and without cloud credentials, which only the SDK sources need.
     child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Option attr -> where a value not given as a flag was set (a variable, FILE:LINE), so an
+    # error found later (a source's own checks) can say which file or variable to fix.
+    origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def link_path(self) -> Path:
@@ -112,22 +114,7 @@ class Config:
 
 def read_yaml(path: str) -> dict[str, Any]:
     """The --config file as a mapping of option attrs to raw values."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except OSError as exc:
-        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}", "config") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config: {path} is not valid YAML: {exc}", "config") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config: {path} must hold a mapping of option: value", "config")
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        attr = str(key).replace("-", "_")
-        if attr not in OPTIONS_BY_ATTR:
-            raise ConfigError(f"--config: unknown key {key!r} in {path}", "config")
-        out[attr] = value
-    return out
+    return read_config_file(path, OPTIONS_BY_ATTR).values
 
 
 def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -146,16 +133,30 @@ def layer(
     flags: Mapping[str, Any],
     environ: Mapping[str, str],
     compat: Mapping[str, Any] | None = None,
+    config_file: ConfigFile | None = None,
 ) -> dict[str, Any]:
-    """Merge the layers by precedence: flag > DAGSYNC_* env > git-sync env > file > default."""
-    config_file = flags.get("config") or environ.get("DAGSYNC_CONFIG")
+    """Merge the layers by precedence: flag > DAGSYNC_* env > git-sync env > file > default.
+    The file is read here unless ``config_file`` is given."""
+    if config_file is None:
+        config_file = _config_file(flags, environ)
     merged: dict[str, Any] = {o.attr: o.default for o in OPTIONS}
-    if config_file:
-        merged.update(read_yaml(config_file))
+    if config_file is not None:
+        merged.update(config_file.values)
     merged.update(compat or {})
     merged.update(env_layer(environ))
     merged.update({k: v for k, v in flags.items() if v is not None and k in OPTIONS_BY_ATTR})
     return merged
+
+
+def _config_file(flags: Mapping[str, Any], environ: Mapping[str, str]) -> ConfigFile | None:
+    path = flags.get("config") or environ.get("DAGSYNC_CONFIG")
+    if not path:
+        return None
+    try:
+        return read_config_file(str(path), OPTIONS_BY_ATTR)
+    except ConfigError as exc:
+        origins = {} if flags.get("config") else {"config": "DAGSYNC_CONFIG"}
+        raise with_origin(exc, origins) from None
 
 
 def _path(value: Any) -> Path | None:
@@ -345,24 +346,30 @@ def load(
 
     given = {k: v for k, v in flags.items() if v is not None}
     translated = compat.translate(environ, given)
-    raw = layer(flags, environ, translated.values)
-    config = build(
-        command,
-        raw,
-        environ,
-        gitsync_mode=translated.active,
-        first_sync_must_succeed=translated.first_sync_must_succeed
-        and "max_failures" not in _explicit(flags, environ),
-        password=translated.password,
-        notices=tuple(translated.notes)
-        + tuple(
-            (logging.WARNING, f"ignoring unknown environment variable {name} (a typo?)")
-            for name in unknown_env(environ)
-        ),
-    )
+    config_file = _config_file(flags, environ)
+    raw = layer(flags, environ, translated.values, config_file)
+    envs = {o.attr: o.env for o in OPTIONS}
+    origins = origins_of(flags, environ, envs, translated.origins, config_file)
+    try:
+        config = build(
+            command,
+            raw,
+            environ,
+            gitsync_mode=translated.active,
+            first_sync_must_succeed=translated.first_sync_must_succeed
+            and "max_failures" not in _explicit(flags, environ),
+            password=translated.password,
+            notices=tuple(translated.notes)
+            + tuple(
+                (logging.WARNING, f"ignoring unknown environment variable {name} (a typo?)")
+                for name in unknown_env(environ)
+            ),
+        )
+    except ConfigError as exc:
+        raise with_origin(exc, origins) from None
     if config.source == "git":
         compat.require_files(translated, raw)
-    return config
+    return replace(config, origins=origins)
 
 
 def _explicit(flags: Mapping[str, Any], environ: Mapping[str, str]) -> set[str]:

@@ -143,6 +143,7 @@ class ObjectStoreSource(ABC):
     def resolve(self, deadline: float) -> Plan:
         objects: dict[str, RemoteObject] = {}
         entries: list[Entry] = []
+        under_subpath = 0
         for obj in self.list_objects(deadline):
             try:
                 key = safe_path(obj.key)  # refuse traversal before anything else
@@ -150,6 +151,7 @@ class ObjectStoreSource(ABC):
                 raise UnsafePath(f"{self.describe()}: {exc}", obj.key) from None
             if obj.size < 0:
                 raise SourceError(f"{self.describe()}: {obj.key!r} listed with size {obj.size}")
+            under_subpath += key.startswith(self.selector.subpath + "/")
             path = self.selector.select(key)
             if path is None:
                 continue
@@ -167,6 +169,12 @@ class ObjectStoreSource(ABC):
                 )
             objects[path] = obj
             entries.append(Entry(path, obj.size, obj.token, obj.mode, obj.target))
+        if self.selector.subpath and not under_subpath:
+            # A mistyped or moved --subpath must not publish an empty tree (as for git).
+            raise SourceError(
+                f"--subpath {self.selector.subpath!r}: nothing under it in {self.describe()}",
+                self.selector.subpath,
+            )
         manifest = Manifest.of(entries)
         check_limits(manifest, self.config.max_files, self.config.max_bytes)
         return Plan(revision=manifest.digest(), manifest=manifest, detail={"objects": objects})

@@ -176,6 +176,22 @@ def test_subpath_include_and_exclude(store_env: StoreEnv, root: Path) -> None:
     assert published_files(root) == {"a.py": b"a", "sub/b.py": b"b"}
 
 
+def test_a_subpath_with_nothing_under_it_fails_and_publishes_nothing(
+    store_env: StoreEnv, root: Path
+) -> None:
+    put_all(store_env, {"dags/a.py": b"a", "dags-old/b.py": b"b"})
+
+    result = sync(store_env, root, subpath="dag")
+
+    assert result.result == "failed" and result.published is None
+    # The error names the subpath (Azure lists the folder itself: "directory '…/dag' not found").
+    assert re.search(r"(--subpath |/)'?dag'", result.error or ""), result.error
+    # Files that the filters leave out are the user's choice: that publishes an empty tree.
+    result = sync(store_env, root, subpath="dags", exclude=["*.py"])
+    assert result.result == "published", result.error
+    assert published_files(root) == {}
+
+
 # -- refusing what must not be published -------------------------------------------------------
 
 
