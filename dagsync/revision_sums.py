@@ -35,6 +35,7 @@ class ServedRevision:
     sha256: dict[str, str] = field(default_factory=dict)
     by_path: dict[str, Entry] = field(default_factory=dict)
     manifest_doc: bytes = b""
+    tar_headers: list[bytes] | None = None  # computed on the first archive request
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -30,12 +30,12 @@ from dagsync.manifest import MODE_EXEC, Entry, safe_path
 from dagsync.metrics import ServeMetrics
 from dagsync.revision_sums import RevisionSums, ServedRevision
 from dagsync.store import RevisionStore
-from dagsync.tarstream import Channel, Sink, write_tar
+from dagsync.tarstream import Channel, Sink, tar_headers, write_tar
 from dagsync.trigger import SecretFile
 
 log = logging.getLogger(__name__)
 
-MAX_STREAMS = 64  # concurrent /v1/ responses; more get 503 and retry (the relay source does)
+MAX_STREAMS = 32  # concurrent /v1/ responses; more get 503 and retry (the relay source does)
 RETRY_AFTER_SECONDS = 1
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
 _REVISION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -259,7 +259,9 @@ class RevisionServer:
             if not head:
                 sink = Sink(out, gzip=gzip)
                 try:
-                    write_tar(sink, folder, served.manifest.entries)
+                    if served.tar_headers is None:
+                        served.tar_headers = tar_headers(folder, served.manifest.entries)
+                    write_tar(sink, folder, served.manifest.entries, served.tar_headers)
                 finally:
                     self.metrics.sent(sink.sent)
         finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tarfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import BinaryIO, Protocol
 
 from dagsync.manifest import MODE_EXEC, Entry
@@ -95,25 +95,35 @@ def tar_info(entry: Entry, mtime: int) -> tarfile.TarInfo:
     return info
 
 
-def write_tar(sink: Sink, folder_fd: int, entries: Iterable[Entry]) -> None:
+def tar_headers(folder_fd: int, entries: Sequence[Entry]) -> list[bytes]:
+    """Each entry's tar header (a published tree never changes, so a server computes these
+    once per revision and streams every archive of it with no per-file Python encoding)."""
+    folder_mtime = int(os.fstat(folder_fd).st_mtime)
+    out = []
+    for entry in entries:
+        mtime = folder_mtime
+        if not entry.is_symlink:
+            mtime = int(os.stat(entry.path, dir_fd=folder_fd, follow_symlinks=False).st_mtime)
+        out.append(tar_info(entry, mtime).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+    return out
+
+
+def write_tar(
+    sink: Sink, folder_fd: int, entries: Sequence[Entry], headers: Sequence[bytes] | None = None
+) -> None:
     """Every entry of a revision, read relative to ``folder_fd`` (the revision folder, opened
     once, so a rename of the folder cannot mix two trees into one archive)."""
-    folder_mtime = int(os.fstat(folder_fd).st_mtime)
-    for entry in entries:
+    if headers is None:
+        headers = tar_headers(folder_fd, entries)
+    for entry, header in zip(entries, headers, strict=True):
+        sink.write(header)
         if entry.is_symlink:
-            sink.write(
-                tar_info(entry, folder_mtime).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-            )
             continue
         fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
         with open(fd, "rb", buffering=0) as fh:
-            st = os.fstat(fd)
-            if st.st_size != entry.size:
-                raise OSError(
-                    f"{entry.path}: {st.st_size} bytes on disk, manifest says {entry.size}"
-                )
-            info = tar_info(entry, int(st.st_mtime))
-            sink.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+            size = os.fstat(fd).st_size
+            if size != entry.size:
+                raise OSError(f"{entry.path}: {size} bytes on disk, manifest says {entry.size}")
             sink.copy_file(fh, entry.size)
         pad = -entry.size % BLOCK_BYTES
         if pad:

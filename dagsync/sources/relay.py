@@ -243,7 +243,7 @@ class RelaySource(ObjectStoreSource):
                         continue
                     source = tar.extractfile(member)
                     assert source is not None
-                    with writer.open(entry) as out:
+                    with writer.create(entry) as out:
                         digest = hashlib.sha256()
                         while chunk := source.read(CHUNK_BYTES):
                             digest.update(chunk)
