@@ -16,14 +16,15 @@ from dagsync.config import Config
 from dagsync.daemon import Daemon
 from dagsync.hooks import Hooks
 from dagsync.http import BindAddress, OpsApi, OpsServer, parse_bind
-from dagsync.metrics import Metrics
+from dagsync.metrics import Metrics, ServeMetrics
 from dagsync.redact import read_secret_file, register_secret, register_url_credentials
 from dagsync.reporting import Reporter
+from dagsync.serve import RevisionServer
 from dagsync.sources.base import Source, load_source_class
 from dagsync.status import Status, StatusBoard
 from dagsync.store import RevisionStore
-from dagsync.syncer import Syncer
-from dagsync.trigger import TriggerSecret
+from dagsync.syncer import PUBLISHED, Syncer, SyncResult
+from dagsync.trigger import SecretFile, TriggerSecret
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class App:
     trigger_secret: TriggerSecret | None = None
     clock: Callable[[], float] = time.time
     http: OpsServer | None = None
+    revisions: RevisionServer | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -73,6 +75,7 @@ class App:
         reporter.observers.append(metrics.observe)
         if config.command == "run":
             reporter.observers.append(hooks.on_result)
+        revisions = serve_revisions(config, store, registry, reporter)
         return cls(
             config,
             store,
@@ -86,6 +89,7 @@ class App:
             http_bind=http_bind,
             trigger_secret=trigger_secret,
             clock=clock,
+            revisions=revisions,
         )
 
     def _prepare(self) -> None:
@@ -120,7 +124,7 @@ class App:
             busy=busy,
             clock=self.clock,
         )
-        self.http = OpsServer(self.http_bind, api).start()
+        self.http = OpsServer(self.http_bind, api, revisions=self.revisions).start()
         self.closers.append(self.http.close)
 
     def once(self) -> int:
@@ -164,6 +168,28 @@ class App:
         self.source.close()
 
 
+def serve_revisions(
+    config: Config, store: RevisionStore, registry: CollectorRegistry, reporter: Reporter
+) -> RevisionServer | None:
+    """``run --serve-revisions``: the /v1/ endpoints, and the sums of each new revision
+    computed right after it is published."""
+    if config.serve_token_file is not None and not config.serve_revisions:
+        log.warning("--serve-token-file is ignored without --serve-revisions")
+    if not config.serve_revisions or config.command != "run":
+        return None
+    token = None
+    if config.serve_token_file is not None:
+        token = SecretFile(config.serve_token_file, "--serve-token-file", "every /v1/ request")
+    server = RevisionServer(store, ServeMetrics(registry), token)
+
+    def prepare(result: SyncResult) -> None:
+        if result.result == PUBLISHED and result.published is not None:
+            server.prepare(result.published.revision)
+
+    reporter.observers.append(prepare)
+    return server
+
+
 def register_config_secrets(config: Config) -> None:
     """Register every secret the configuration names, so redaction masks it from the first log
     line on: credential variables, secret files (read once here; the modules that re-read
@@ -187,13 +213,21 @@ def register_config_secrets(config: Config) -> None:
         config.azure_account_key_file,
         config.azure_sas_token_file,
         config.trigger_secret_file,
+        config.serve_token_file,
+        config.relay_token_file,
     ):
         if path is not None:
             with contextlib.suppress(OSError):  # unreadable: the option's owner says so
                 read_secret_file(path)
     if config.ssh_key_file is not None:
         _register_pem(config.ssh_key_file)
-    for url in (config.repo, config.webhook_url, config.oss_endpoint, config.azure_account_url):
+    for url in (
+        config.repo,
+        config.webhook_url,
+        config.oss_endpoint,
+        config.azure_account_url,
+        config.relay_url,
+    ):
         register_url_credentials(url)
 
 

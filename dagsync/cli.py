@@ -32,6 +32,8 @@ GROUP_TITLES = {
     "oss": "oss source (Alibaba Cloud OSS; credentials from OSS_ACCESS_KEY_ID/SECRET)",
     "azure": "azure source (Azure Files; or AZURE_STORAGE_CONNECTION_STRING)",
     "local": "local source",
+    "serve": "serving revisions to other pods (run --serve-revisions; see --source relay)",
+    "relay": "relay source (another dagsync's run --serve-revisions)",
 }
 
 

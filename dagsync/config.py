@@ -77,6 +77,12 @@ class Config:
     azure_account_key_file: Path | None
     azure_sas_token_file: Path | None
     local_path: Path | None
+    # serving (relay) and the relay source
+    serve_revisions: bool = False
+    serve_token_file: Path | None = None
+    relay_url: str | None = None
+    relay_token_file: Path | None = None
+    revision: str | None = None
     # Secrets that arrive through the environment; never in argv, never in repr.
     password: str | None = field(default=None, repr=False)
     oss_env_access_key_id: str | None = field(default=None, repr=False)
@@ -275,6 +281,11 @@ def build(
         azure_account_key_file=_path(raw.get("azure_account_key_file")),
         azure_sas_token_file=_path(raw.get("azure_sas_token_file")),
         local_path=_path(raw.get("local_path")),
+        serve_revisions=parse_bool(raw["serve_revisions"], "serve-revisions"),
+        serve_token_file=_path(raw.get("serve_token_file")),
+        relay_url=(str(raw["relay_url"]).strip() or None) if raw.get("relay_url") else None,
+        relay_token_file=_path(raw.get("relay_token_file")),
+        revision=(str(raw["revision"]).strip() or None) if raw.get("revision") else None,
         password=password,
         oss_env_access_key_id=environ.get("OSS_ACCESS_KEY_ID") or None,
         oss_env_access_key_secret=environ.get("OSS_ACCESS_KEY_SECRET") or None,
@@ -285,7 +296,9 @@ def build(
         notices=notices,
         child_env=child_environment(environ),
     )
-    for attr in ("trigger_secret_file",):
+    if cfg.serve_revisions and cfg.http_bind is None:
+        raise ConfigError("--serve-revisions needs --http-bind (the /v1/ endpoints)", "http-bind")
+    for attr in ("trigger_secret_file", "serve_token_file", "relay_token_file"):
         require_readable(getattr(cfg, attr), OPTIONS_BY_ATTR[attr].name)
     return cfg
 

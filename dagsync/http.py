@@ -8,17 +8,18 @@ does is ``trigger()``, which the loop coalesces.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -27,6 +28,9 @@ from prometheus_client.exposition import choose_encoder
 from dagsync.errors import ConfigError, DagsyncError
 from dagsync.status import StatusBoard
 from dagsync.trigger import TriggerSecret
+
+if TYPE_CHECKING:
+    from dagsync.serve import RevisionServer
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,14 @@ DRAIN_IDLE_SECONDS = 0.25
 LISTEN_BACKLOG = 128  # a burst of webhook deliveries must not wait for SYN retransmits
 DRAIN_LIMIT_BYTES = 4 * MAX_BODY_BYTES
 GITSYNC_NOT_READY = b"repo is not ready\n"
+# Connection threads at once; beyond that a connection gets a canned 503 from the accept loop.
+# (Downloads are limited further by serve.MAX_STREAMS, so /healthz keeps its threads.)
+MAX_CONNECTIONS = 256
+STREAM_STALL_SECONDS = 60.0  # a download client that reads nothing this long is dropped
+BUSY_REPLY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 5\r\n"
+    b"Connection: close\r\n\r\nbusy\n"
+)
 
 
 # -- --http-bind ---------------------------------------------------------------------------------
@@ -206,10 +218,21 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http message=%s", format % args)
 
     def do_GET(self) -> None:
-        self._send(self.server.api.get(self._path(), self.headers.get("Accept")))
+        if not self._served():
+            self._send(self.server.api.get(self._path(), self.headers.get("Accept")))
 
     def do_HEAD(self) -> None:
-        self._send(self.server.api.get(self._path(), self.headers.get("Accept")), head=True)
+        if not self._served(head=True):
+            self._send(self.server.api.get(self._path(), self.headers.get("Accept")), head=True)
+
+    def _served(self, head: bool = False) -> bool:
+        """``/v1/`` goes to the revision server when ``--serve-revisions`` is on."""
+        revisions = self.server.revisions
+        if revisions is None or not self._path().startswith("/v1/"):
+            return False
+        self.close_connection = True
+        revisions.handle(self.path, self.headers, _Responder(self), head)
+        return True
 
     def do_POST(self) -> None:
         path = self._path()
@@ -286,6 +309,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+class _Responder:
+    """The handler's socket lent to the revision server (``serve.Responder``)."""
+
+    def __init__(self, handler: _Handler) -> None:
+        self.handler = handler
+        self.started = False
+
+    def start(self, status: int, headers: Sequence[tuple[str, str]]) -> None:
+        h = self.handler
+        h.connection.settimeout(STREAM_STALL_SECONDS)
+        h.send_response(status)
+        for name, value in headers:
+            h.send_header(name, value)
+        h.send_header("Cache-Control", "no-store")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        self.started = True
+
+    def write(self, data: bytes) -> None:
+        self.handler.wfile.write(data)
+
+    def sendfile(self, fh: BinaryIO, count: int) -> int:
+        return self.handler.connection.sendfile(fh, 0, count)
+
+
 _GET_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/status", "/"})
 
 
@@ -294,9 +342,19 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: BindAddress, api: OpsApi, request_timeout: float) -> None:
+    def __init__(
+        self,
+        address: BindAddress,
+        api: OpsApi,
+        request_timeout: float,
+        revisions: RevisionServer | None = None,
+    ) -> None:
         self.api = api
+        self.revisions = revisions
         self.request_timeout = request_timeout
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        if revisions is not None:
+            self.block_on_close = False  # close() must not wait for a slow client's download
         self._dual_stack = address.host == "" and socket.has_ipv6
         if address.ipv6 or self._dual_stack:
             self.address_family = socket.AF_INET6
@@ -309,6 +367,26 @@ class _Server(ThreadingHTTPServer):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # One thread per connection, but never more than MAX_CONNECTIONS of them.
+        if not self._connections.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(BUSY_REPLY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
 
 class OpsServer:
     """The endpoints on ``--http-bind``, served from a daemon thread until :meth:`close`."""
@@ -318,15 +396,18 @@ class OpsServer:
         address: BindAddress,
         api: OpsApi,
         request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+        revisions: RevisionServer | None = None,
     ) -> None:
         self.address = address
         self.api = api
         try:
-            self._server = _Server(address, api, request_timeout)
+            self._server = _Server(address, api, request_timeout, revisions)
         except OSError as exc:
             if address.host == "" and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                 # ":PORT" on a machine without IPv6: every IPv4 interface then.
-                self._server = _Server(BindAddress("0.0.0.0", address.port), api, request_timeout)
+                self._server = _Server(
+                    BindAddress("0.0.0.0", address.port), api, request_timeout, revisions
+                )
             else:
                 raise DagsyncError(f"--http-bind: cannot listen on {address}: {exc}") from None
         self._thread = threading.Thread(

@@ -153,3 +153,32 @@ class Metrics:
             self.revision_info.labels(self.source, published.revision).set(1)
         self.published_files.labels(self.source).set(len(published.manifest))
         self.published_bytes.labels(self.source).set(published.manifest.total_bytes)
+
+
+SERVED_ENDPOINTS = ("revisions", "manifest", "files", "archive")
+
+
+class ServeMetrics:
+    """The relay's side (SPEC section 8): requests to ``/v1/`` and the body bytes sent."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "dagsync_served_requests_total",
+            "Requests to the /v1/ revision endpoints by endpoint and HTTP status code",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        self.bytes = Counter(
+            "dagsync_served_bytes_total",
+            "Body bytes sent by the /v1/ revision endpoints",
+            registry=registry,
+        )
+        for endpoint in SERVED_ENDPOINTS:
+            self.requests.labels(endpoint, "200")
+
+    def request(self, endpoint: str, code: int) -> None:
+        self.requests.labels(endpoint, str(code)).inc()
+
+    def sent(self, count: int) -> None:
+        if count:
+            self.bytes.inc(count)

@@ -61,6 +61,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("webhook-url", "str", None, "POST JSON here after each publish"),
     Option("http-bind", "str", None, "metrics/health/trigger address (run: 0.0.0.0:9797)"),
     Option("trigger-secret-file", "str", None, "secret that POST /sync must prove"),
+    # serving revisions to other pods (relay)
+    Option(
+        "serve-revisions",
+        "bool",
+        False,
+        "serve published revisions on --http-bind under /v1/ (for --source relay)",
+        "serve",
+        commands=RUN,
+    ),
+    Option(
+        "serve-token-file",
+        "str",
+        None,
+        "bearer token every /v1/ request must send (re-read on change)",
+        "serve",
+        commands=RUN,
+    ),
     Option("log-format", "choice", "text", "text or json", choices=("text", "json")),
     Option(
         "log-level",
@@ -102,6 +119,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("azure-sas-token-file", "str", None, "file with a SAS token", "azure"),
     # local
     Option("local-path", "str", None, "directory to publish", "local"),
+    # relay
+    Option(
+        "relay-url", "str", None, "a 'dagsync run --serve-revisions', http(s)://HOST:PORT", "relay"
+    ),
+    Option("relay-token-file", "str", None, "file with the relay's bearer token", "relay"),
+    Option("revision", "str", None, "publish exactly this revision id (default: current)", "relay"),
 )
 OPTIONS_BY_ATTR = {o.attr: o for o in OPTIONS}
 
@@ -112,4 +135,5 @@ SOURCE_HINTS = {
     "oss_endpoint": "oss",
     "azure_share": "azure",
     "local_path": "local",
+    "relay_url": "relay",
 }

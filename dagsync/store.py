@@ -3,6 +3,8 @@
     ROOT/LINK -> .dagsync/revisions/<id>     relative symlink, replaced with rename(2)
     ROOT/.dagsync/revisions/<id>/            complete published trees
     ROOT/.dagsync/revisions/<id>.manifest.json
+    ROOT/.dagsync/revisions/<id>.sha256.json  sha256 of each file (written when serving)
+    ROOT/.dagsync/leases/<id>                 flock'ed (shared) while a response streams <id>
     ROOT/.dagsync/staging/<random>/          trees being built
     ROOT/.dagsync/cache/<source>/            source caches
     ROOT/.dagsync/state.json                 published revision and history
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 STATE_DIR = ".dagsync"
 AIRFLOWIGNORE_LINE = ".dagsync"
 TMP_LINK_MARK = ".tmp-dagsync-"
+# Files kept beside a revision folder, removed together with it.
+SIDECAR_SUFFIXES = (".manifest.json", ".sha256.json")
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -72,6 +76,7 @@ class RevisionStore:
         # revisions, so a reader inside one keeps working.
         self.retired = self.state_dir / "retired"
         self.cache = self.state_dir / "cache"
+        self.leases = self.state_dir / "leases"
         self.state_file = self.state_dir / "state.json"
 
     # -- set-up and recovery -------------------------------------------------------------
@@ -165,6 +170,56 @@ class RevisionStore:
 
     def _manifest_path(self, revision: str) -> Path:
         return self.revisions / f"{revision}.manifest.json"
+
+    def manifest_path(self, revision: str) -> Path:
+        return self._manifest_path(revision)
+
+    def sums_path(self, revision: str) -> Path:
+        """The sha256 of every file of ``revision`` (written by whoever serves it)."""
+        return self.revisions / f"{revision}.sha256.json"
+
+    def load(self, revision: str) -> Published | None:
+        """A complete revision on disk by id (published or still kept)."""
+        return self._load(revision)
+
+    @contextlib.contextmanager
+    def lease(self, revision: str) -> Iterator[None]:
+        """Keep ``revision`` on disk while the block runs: a shared ``flock`` on its lease
+        file, which :meth:`collect_garbage` must take exclusively before removing it (so
+        another process on the same root, e.g. a server, is honoured too)."""
+        self.leases.mkdir(exist_ok=True)
+        with open(self.leases / revision, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _clear_stale_leases(self) -> None:
+        for lease in self.leases.iterdir() if self.leases.is_dir() else ():
+            if not (self.revisions / lease.name).exists():
+                self._try_remove_unleased(lease.name, [])
+
+    def _try_remove_unleased(self, revision: str, paths: list[Path]) -> bool:
+        """Remove ``paths`` of ``revision`` unless a lease holds it; False when leased."""
+        lease = self.leases / revision
+        if not self.leases.is_dir():
+            for path in paths:
+                remove_tree(path)
+            return True
+        with open(lease, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            try:
+                for path in paths:
+                    remove_tree(path)
+                with contextlib.suppress(FileNotFoundError):
+                    lease.unlink()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return True
 
     def read_state(self) -> dict[str, Any]:
         try:
@@ -273,13 +328,23 @@ class RevisionStore:
         if current is not None:
             keep_ids.add(current.revision)
         removed = []
+        doomed: dict[str, list[Path]] = {}
         for path in self.revisions.iterdir() if self.revisions.exists() else ():
-            name = path.name.removesuffix(".manifest.json")
+            name = path.name
+            for suffix in SIDECAR_SUFFIXES:
+                name = name.removesuffix(suffix)
             if name in keep_ids or name.startswith("."):
                 continue
-            if path.is_dir():
+            doomed.setdefault(name, []).append(path)
+        for name, paths in sorted(doomed.items()):
+            is_tree = any(p.name == name and p.is_dir() for p in paths)
+            # A revision a response is still streaming stays until the next clean-up.
+            if not self._try_remove_unleased(name, paths):
+                log.info("kept revision=%s reason=being served", name)
+                continue
+            if is_tree:
                 removed.append(name)
-            remove_tree(path)
+        self._clear_stale_leases()
         for tree in self.retired.iterdir() if self.retired.exists() else ():
             retired_at = tree.name.partition("-")[0]
             if not retired_at.isdigit() or now - int(retired_at) >= grace:

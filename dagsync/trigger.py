@@ -15,12 +15,14 @@ from dagsync.redact import read_secret_file
 log = logging.getLogger(__name__)
 
 
-class TriggerSecret:
-    """The secret ``POST /sync`` must prove, re-read whenever the file changes (rotation; a
-    Kubernetes secret update swaps the file under a symlink, changing its inode)."""
+class SecretFile:
+    """A secret read from a file, re-read whenever the file changes (rotation; a Kubernetes
+    secret update swaps the file under a symlink, changing its inode)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, option: str, refusing: str) -> None:
         self.path = path
+        self.option = option  # for messages: "--trigger-secret-file"
+        self.refusing = refusing  # what an empty file refuses: "POST /sync"
         self._lock = threading.Lock()
         self._stamp: tuple[int, ...] | None = None
         self._secret: bytes | None = None
@@ -35,11 +37,26 @@ class TriggerSecret:
                     value = read_secret_file(self.path)
                     self._secret, self._stamp = value.encode() or None, stamp
                     if self._secret is None:
-                        log.warning("--trigger-secret-file is empty: refusing POST /sync")
+                        log.warning("%s is empty: refusing %s", self.option, self.refusing)
             except OSError as exc:
                 # Keep the last good secret: a rotation in progress must not open the door.
-                log.warning("cannot read --trigger-secret-file error=%s", exc.strerror)
+                log.warning("cannot read %s error=%s", self.option, exc.strerror)
             return self._secret
+
+    def bearer_matches(self, authorization: str | None) -> bool:
+        """``Authorization: Bearer <secret>``, compared in constant time."""
+        secret = self.current()
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if not secret or scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(_bytes(credentials.strip()), secret)
+
+
+class TriggerSecret(SecretFile):
+    """The secret ``POST /sync`` must prove (``--trigger-secret-file``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "--trigger-secret-file", "POST /sync")
 
     def verify(self, headers: Message, body: bytes) -> bool:
         """GitHub ``X-Hub-Signature-256``, GitLab ``X-Gitlab-Token`` or ``Authorization:
