@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import secrets
@@ -37,6 +38,7 @@ STATE_DIR = ".dagsync"  # store.py's layout, read here without importing the sto
 BUILD_MARK = ".dagsync-build-"
 RELAY_MARK = ".dagsync-relay-"
 RELAY_TIMEOUT_SECONDS = 600
+ERROR_FILE = "error.json"  # the relay sync's --error-file, under its private root
 DIR_MODE = 0o755
 # A hard link fails with these where a copy works: another filesystem, a filesystem without
 # links, or fs.protected_hardlinks refusing a file owned by another uid (the sidecar's).
@@ -197,6 +199,7 @@ def fetch_from_relay(
             *(argv or default_dagsync_argv()),
             "once", "--source", "relay", "--relay-url", relay_url, "--revision", revision,
             "--root", str(private), "--link", "current", "--keep-revisions", "1",
+            "--error-file", ERROR_FILE,
         ]  # fmt: skip
         if token_file:
             cmd += ["--relay-token-file", token_file]
@@ -209,7 +212,7 @@ def fetch_from_relay(
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise _relay_failed(revision, relay_url, str(exc)) from None
         if proc.returncode != 0:
-            raise _relay_failed(revision, relay_url, _last_line(proc.stderr))
+            raise _relay_failed(revision, relay_url, _why(private / ERROR_FILE, proc.stderr))
         if published_revision(private, "current") != revision:
             raise _relay_failed(revision, relay_url, "it published another revision")
         fetched = private / STATE_DIR / "revisions" / revision
@@ -236,8 +239,15 @@ def _relay_failed(revision: str, relay_url: str, why: str) -> RevisionUnavailabl
     )
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+def _why(error_file: Path, stderr: str) -> str:
+    """The failed sync's own message (its --error-file), else its last line of output."""
+    try:
+        message = json.loads(error_file.read_text(encoding="utf-8"))["message"]
+        if isinstance(message, str) and message:
+            return message
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     return lines[-1] if lines else "no error output"
 
 
