@@ -34,7 +34,8 @@ AZ_CONN = "sentinel-azure-conn-secret"
 AZ_SAS = "sentinel-azure-sas-secret"
 AZ_KEY = "sentinel-azure-key-secret"
 TRIGGER = "sentinel-trigger-secret"
-SENTINELS = (SSH, KNOWN_HOSTS, HTTPS, OSS, AZ_CONN, AZ_SAS, AZ_KEY, TRIGGER)
+RELAY = "sentinel-relay-token-secret"
+SENTINELS = (SSH, KNOWN_HOSTS, HTTPS, OSS, AZ_CONN, AZ_SAS, AZ_KEY, TRIGGER, RELAY)
 
 CASES: dict[str, dict[str, Any]] = {
     "default": {},
@@ -97,6 +98,23 @@ CASES: dict[str, dict[str, Any]] = {
         "prometheusRule": {"enabled": True, "staleAfterPeriods": 3},
         "serviceAccount": {"create": True},
     },
+    "relay": {
+        "git": {"repo": "https://github.com/acme/dags.git", "subpath": "dags"},
+        "keepRevisions": 10,
+        "serveRevisions": {"enabled": True, "existingSecret": RELAY},
+        "networkPolicy": {
+            "enabled": True,
+            "airflowPodSelector": {"matchLabels": {"tier": "airflow", "release": "airflow"}},
+            "extraFrom": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    },
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                }
+            ],
+        },
+    },
 }
 
 EXPECTED_SOURCE = {
@@ -109,6 +127,7 @@ EXPECTED_SOURCE = {
     "azure-account-key": "azure",
     "local": "local",
     "monitoring": "git",
+    "relay": "git",
 }
 
 
@@ -187,7 +206,7 @@ def test_lint_clean_with_defaults() -> None:
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
-@pytest.mark.parametrize("case", ["git-ssh", "oss", "azure-sas", "local", "monitoring"])
+@pytest.mark.parametrize("case", ["git-ssh", "oss", "azure-sas", "local", "monitoring", "relay"])
 def test_lint_clean_per_source(case: str) -> None:
     report = helm.lint(CHART, values=CASES[case], strict=True)
     assert report["errors"] == []
@@ -210,8 +229,18 @@ def test_chart_metadata(chart: Any) -> None:
         {"git": {"branch": "main"}},
         {"keepRevisions": 0},
         {"persistence": {"accessModes": ["ReadWriteSometimes"]}},
+        {"serveRevisions": {"enabled": True, "token": "inline-secret"}},
+        {"networkPolicy": {"enabled": True, "extraFrom": {"podSelector": {}}}},
     ],
-    ids=["source-s3", "compound-duration", "unknown-key", "keep-zero", "access-mode"],
+    ids=[
+        "source-s3",
+        "compound-duration",
+        "unknown-key",
+        "keep-zero",
+        "access-mode",
+        "serve-inline-token",
+        "extra-from-not-a-list",
+    ],
 )
 def test_schema_rejects(chart: Any, values: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError):
@@ -542,6 +571,84 @@ def test_notes_explain_dags_folder_and_status(renders: dict[str, dict[str, str]]
     assert "dagsync status --root /git" in notes
     assert "git.repo is empty" in renders["default"]["dagsync/templates/NOTES.txt"]
     assert "git.repo is empty" not in notes
+
+
+def test_serve_revisions_token_is_a_mounted_secret(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["relay"])
+    env = env_values(container(docs))
+    assert env["DAGSYNC_SERVE_REVISIONS"] == "true"
+    assert env["DAGSYNC_SERVE_TOKEN_FILE"] == "/etc/dagsync/serve/token"
+    assert env["DAGSYNC_KEEP_REVISIONS"] == "10"
+    assert secret_files(docs) == {"serve/token": (RELAY, "token")}
+    notes = renders["relay"]["dagsync/templates/NOTES.txt"]
+    assert f"http://{FULLNAME}.{NAMESPACE}.svc:9797" in notes
+    assert "--source relay" in notes and "dagsync.airflow.DagsyncDagBundle" in notes
+    assert "WARNING" not in notes
+
+
+def test_serve_revisions_off_by_default_and_token_key_configurable(
+    chart: Any, renders: dict[str, dict[str, str]]
+) -> None:
+    env = env_values(container(objects(renders["default"])))
+    assert not {"DAGSYNC_SERVE_REVISIONS", "DAGSYNC_SERVE_TOKEN_FILE"} & set(env)
+    assert "relay" not in renders["default"]["dagsync/templates/NOTES.txt"]
+    values = {
+        "git": {"repo": "https://h/r.git"},
+        "serveRevisions": {"enabled": True, "existingSecret": RELAY, "secretKey": "relay"},
+    }
+    assert secret_files(objects(render(chart, values))) == {"serve/token": (RELAY, "relay")}
+    # A token secret left over while serving is off mounts nothing.
+    values["serveRevisions"]["enabled"] = False
+    docs = objects(render(chart, values))
+    assert "/etc/dagsync" not in {m["mountPath"] for m in container(docs)["volumeMounts"]}
+    # Serving without a token or a policy: the notes say anyone in the cluster can read.
+    rendered = render(
+        chart, {"git": {"repo": "https://h/r.git"}, "serveRevisions": {"enabled": True}}
+    )
+    env = env_values(container(objects(rendered)))
+    assert env["DAGSYNC_SERVE_REVISIONS"] == "true"
+    assert "DAGSYNC_SERVE_TOKEN_FILE" not in env
+    assert "no token" in rendered["dagsync/templates/NOTES.txt"]
+
+
+def test_network_policy_admits_airflow_pods_to_the_http_port(
+    renders: dict[str, dict[str, str]],
+) -> None:
+    kinds = by_kind(objects(renders["relay"]))
+    policy = kinds["NetworkPolicy"]
+    pod = kinds["Deployment"]["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    # The port is the container's named HTTP port: /v1/ and /metrics alike (no path filter).
+    (port,) = rule["ports"]
+    (http,) = pod["spec"]["containers"][0]["ports"]
+    assert port == {"port": http["name"], "protocol": "TCP"}
+    airflow, scraper = rule["from"]
+    assert airflow == {"podSelector": {"matchLabels": {"tier": "airflow", "release": "airflow"}}}
+    assert scraper["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+
+
+def test_network_policy_default_selector_and_namespaces(chart: Any) -> None:
+    assert "NetworkPolicy" not in {d["kind"] for d in objects(render(chart, {}))}
+    values = {
+        "networkPolicy": {
+            "enabled": True,
+            "airflowNamespaceSelector": {"matchLabels": {"team": "data"}},
+        }
+    }
+    policy = by_kind(objects(render(chart, values)))["NetworkPolicy"]
+    kubernetes_validate.validate(policy, KUBE_VERSION, strict=True)
+    (rule,) = policy["spec"]["ingress"]
+    # One peer with both selectors: Airflow-labelled pods in those namespaces (AND, not OR).
+    assert rule["from"] == [
+        {
+            "podSelector": {"matchLabels": {"tier": "airflow"}},
+            "namespaceSelector": {"matchLabels": {"team": "data"}},
+        }
+    ]
 
 
 # --- examples ---------------------------------------------------------------------------------
