@@ -6,6 +6,7 @@ the Prometheus operator's CRDs, which those schemas do not cover, are checked by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -689,7 +690,9 @@ def pod_specs(doc: dict[str, Any]) -> dict[str, Any]:
     return doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
 
 
-@pytest.mark.parametrize("name", ["pod_template.yaml", "scheduler-sidecar.yaml"])
+@pytest.mark.parametrize(
+    "name", ["pod_template.yaml", "scheduler-sidecar.yaml", "pod_template_relay.yaml"]
+)
 def test_kubernetes_examples_validate(name: str) -> None:
     docs = load_examples(EXAMPLES / "kubernetes" / name)
     assert docs
@@ -728,3 +731,133 @@ def test_pod_template_runs_once_and_sidecar_runs() -> None:
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+# --- fleet examples: the relay and the Airflow 3 bundle ---------------------------------------
+
+RELAY_RELEASE = "dagsync"  # the release name the fleet examples assume, in NAMESPACE
+
+
+def relay_url(chart: Any) -> str:
+    """The URL the dagsync chart serves revisions at, for the release the examples assume."""
+    values = {"git": {"repo": "https://h/r.git"}, "serveRevisions": {"enabled": True}}
+    rendered = chart.render(values=values, name=RELAY_RELEASE, namespace=NAMESPACE)
+    service = by_kind(objects(rendered))["Service"]
+    (port,) = service["spec"]["ports"]
+    return f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port['port']}"
+
+
+def accepted_by_dagsync(args: list[str], env: dict[str, str], files: dict[str, Path]) -> Any:
+    """The Config dagsync builds from a container's args and env (``files`` swaps in-cluster
+    paths of mounted secrets for real files): the example is one dagsync starts with."""
+    from dagsync.cli import build_parser
+    from dagsync.config import load
+
+    args = [str(files.get(a, a)) for a in args]
+    env = {k: str(files.get(v, v)) for k, v in env.items()}
+    ns = build_parser().parse_args(args)
+    return load(ns.command, {k: v for k, v in vars(ns).items() if k != "command"}, env)
+
+
+def mounted_secret(pod: dict[str, Any], container: dict[str, Any], path: str) -> dict[str, Any]:
+    """The secret volume ``container`` sees ``path`` through (read-only)."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert mount.get("readOnly") is True, mount
+    secret = volumes[mount["name"]]["secret"]
+    relative = path.removeprefix(mount["mountPath"] + "/")
+    assert relative in {item["path"] for item in secret.get("items", [])} or not secret.get("items")
+    return secret
+
+
+def test_pod_template_relay_asks_the_relay(chart: Any, tmp_path: Path) -> None:
+    (pod,) = load_examples(EXAMPLES / "kubernetes" / "pod_template_relay.yaml")
+    assert pod["spec"]["containers"][0]["name"] == "base"
+    assert pod["metadata"]["labels"]["tier"] == "airflow"  # what networkPolicy admits
+    (init,) = pod["spec"]["initContainers"]
+    args = init["args"]
+    assert args[:3] == ["once", "--source", "relay"]
+    url = args[args.index("--relay-url") + 1]
+    assert url == relay_url(chart)
+    token = args[args.index("--relay-token-file") + 1]
+    assert mounted_secret(pod["spec"], init, token)["secretName"] == "dagsync-relay"
+    token_file = tmp_path / "token"
+    token_file.write_text("t0ken\n")
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert "DAGSYNC_REPO" not in env and "DAGSYNC_SOURCE" not in env
+    config = accepted_by_dagsync(args, env, {token: token_file})
+    assert config.source == "relay"
+    assert str(config.root) == "/git"
+
+
+def bundle_init_kwargs() -> set[str]:
+    """The keyword arguments DagsyncDagBundle.__init__ takes, read from its source (importing
+    it needs Airflow)."""
+    import ast
+
+    tree = ast.parse((REPO / "dagsync" / "airflow_bundle.py").read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DagsyncDagBundle"]
+    (init,) = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+    return {a.arg for a in init.args.kwonlyargs}
+
+
+def test_airflow_chart_values_bundle(chart: Any, tmp_path: Path) -> None:
+    path = EXAMPLES / "airflow-chart" / "values-bundle.yaml"
+    (values,) = load_examples(path)
+    assert values["dags"]["gitSync"]["enabled"] is False
+    assert values["dags"]["persistence"]["enabled"] is False
+    processor = values["dagProcessor"]
+    (bundle,) = processor["dagBundleConfigList"]
+    assert bundle["classpath"] == "dagsync.airflow.DagsyncDagBundle"
+    module, _, attr = bundle["classpath"].rpartition(".")
+    import importlib
+
+    assert attr in importlib.import_module(module).__all__
+    kwargs = bundle["kwargs"]
+    assert set(kwargs) <= bundle_init_kwargs() | {"refresh_interval"}
+    assert kwargs["relay_url"] == relay_url(chart)
+
+    # The commented JSON form for older charts says the same.
+    (line,) = [ln for ln in path.read_text().splitlines() if "dag_bundle_config_list:" in ln]
+    assert json.loads(line.split(":", 1)[1].strip().strip("'")) == [bundle]
+
+    # The sidecar is a container Kubernetes accepts, and a dagsync run that starts.
+    (sidecar,) = processor["extraInitContainers"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "dag-processor"},
+        "spec": {
+            "initContainers": [sidecar],
+            "containers": [
+                {
+                    "name": "dag-processor",
+                    "image": "apache/airflow:3.1.8",
+                    "volumeMounts": processor["extraVolumeMounts"] + values["volumeMounts"],
+                }
+            ],
+            "volumes": processor["extraVolumes"] + values["volumes"],
+        },
+    }
+    kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e["value"] for e in sidecar["env"]}
+    token_file = tmp_path / "token"
+    token_file.write_text("t0ken\n")
+    config = accepted_by_dagsync(
+        sidecar["args"], env, {env["DAGSYNC_RELAY_TOKEN_FILE"]: token_file}
+    )
+    assert config.source == "relay"
+    assert env["DAGSYNC_RELAY_URL"] == kwargs["relay_url"]
+    mounted_secret(pod["spec"], sidecar, env["DAGSYNC_RELAY_TOKEN_FILE"])
+
+    # The processor reads the sidecar's link: the bundle's root is the sidecar's volume.
+    (root_mount,) = [m for m in processor["extraVolumeMounts"] if m["mountPath"] == kwargs["root"]]
+    (sidecar_root,) = [m for m in sidecar["volumeMounts"] if m["mountPath"] == env["DAGSYNC_ROOT"]]
+    assert root_mount["name"] == sidecar_root["name"]
+    assert env["DAGSYNC_LINK"] == kwargs["link"]
+    # Every Airflow container (workers too) reads the token where the bundle looks for it.
+    airflow = pod["spec"]["containers"][0]
+    secret = mounted_secret(pod["spec"], airflow, kwargs["relay_token_file"])
+    assert secret["secretName"] == "dagsync-relay"
