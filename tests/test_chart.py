@@ -861,3 +861,12 @@ def test_airflow_chart_values_bundle(chart: Any, tmp_path: Path) -> None:
     airflow = pod["spec"]["containers"][0]
     secret = mounted_secret(pod["spec"], airflow, kwargs["relay_token_file"])
     assert secret["secretName"] == "dagsync-relay"
+
+
+def test_fleet_doc_lists_every_bundle_kwarg_and_its_picture_exists() -> None:
+    doc = (REPO / "docs" / "fleet.md").read_text()
+    rows = {line.split("|")[1].strip(" `") for line in doc.splitlines() if line.startswith("| `")}
+    assert bundle_init_kwargs() <= rows
+    assert "](fleet.png)" in doc
+    assert (REPO / "docs" / "fleet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "digraph" in (REPO / "docs" / "fleet.dot").read_text()
