@@ -337,3 +337,51 @@ def _json_rows(proc: subprocess.CompletedProcess[str], what: str) -> list[dict[s
     if not isinstance(rows, list):
         raise RuntimeError(f"airflow {what}: expected a JSON list, got {out[:500]}")
     return rows
+
+
+# --- dagsync inside the Airflow virtualenv (the DAG bundle) -------------------------------------
+
+PROJECT = Path(__file__).resolve().parent.parent
+DEPS_MARKER = ".dagsync-runtime-deps"
+
+
+def project_dependencies() -> list[str]:
+    """dagsync's runtime requirements, as ``pip install dagsync[airflow]`` would add them."""
+    import tomllib
+
+    with open(PROJECT / "pyproject.toml", "rb") as fh:
+        return list(tomllib.load(fh)["project"]["dependencies"])
+
+
+def ensure_dagsync_runtime(venv: AirflowVenv) -> None:
+    """Install dagsync's dependencies (not dagsync itself: the worktree goes on PYTHONPATH)
+    into the Airflow virtualenv, so the bundle and its ``python -m dagsync`` run there as in
+    an Airflow image with dagsync installed. Skipped when the same list is already there."""
+    deps = sorted(project_dependencies())
+    marker = venv.path / DEPS_MARKER
+    with _locked(venv.path.with_name(venv.path.name + ".lock")):
+        if marker.is_file() and marker.read_text().splitlines() == deps:
+            return
+        proc = subprocess.run(
+            [str(venv.python), "-m", "pip", "install", "--quiet", *deps],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            timeout=INSTALL_TIMEOUT_SECONDS, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise AirflowUnavailable(f"pip install {' '.join(deps)} failed:\n{proc.stderr[-2000:]}")
+        marker.write_text("\n".join(deps) + "\n")
+
+
+def bundle_env(
+    home: AirflowHome, bundle_config: Sequence[Mapping[str, Any]], storage: Path
+) -> dict[str, str]:
+    """The environment of an Airflow process whose bundles come from ``bundle_config`` (what
+    ``[dag_processor] dag_bundle_config_list`` holds), with dagsync importable from the
+    worktree."""
+    env = home.env(storage)
+    env.update(
+        AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST=json.dumps(list(bundle_config)),
+        AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH=str(storage),
+        PYTHONPATH=str(PROJECT),
+    )
+    return env

@@ -6,6 +6,7 @@ the Prometheus operator's CRDs, which those schemas do not cover, are checked by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ AZ_CONN = "sentinel-azure-conn-secret"
 AZ_SAS = "sentinel-azure-sas-secret"
 AZ_KEY = "sentinel-azure-key-secret"
 TRIGGER = "sentinel-trigger-secret"
-SENTINELS = (SSH, KNOWN_HOSTS, HTTPS, OSS, AZ_CONN, AZ_SAS, AZ_KEY, TRIGGER)
+RELAY = "sentinel-relay-token-secret"
+SENTINELS = (SSH, KNOWN_HOSTS, HTTPS, OSS, AZ_CONN, AZ_SAS, AZ_KEY, TRIGGER, RELAY)
 
 CASES: dict[str, dict[str, Any]] = {
     "default": {},
@@ -97,6 +99,23 @@ CASES: dict[str, dict[str, Any]] = {
         "prometheusRule": {"enabled": True, "staleAfterPeriods": 3},
         "serviceAccount": {"create": True},
     },
+    "relay": {
+        "git": {"repo": "https://github.com/acme/dags.git", "subpath": "dags"},
+        "keepRevisions": 10,
+        "serveRevisions": {"enabled": True, "existingSecret": RELAY},
+        "networkPolicy": {
+            "enabled": True,
+            "airflowPodSelector": {"matchLabels": {"tier": "airflow", "release": "airflow"}},
+            "extraFrom": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    },
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                }
+            ],
+        },
+    },
 }
 
 EXPECTED_SOURCE = {
@@ -109,6 +128,7 @@ EXPECTED_SOURCE = {
     "azure-account-key": "azure",
     "local": "local",
     "monitoring": "git",
+    "relay": "git",
 }
 
 
@@ -187,7 +207,7 @@ def test_lint_clean_with_defaults() -> None:
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
-@pytest.mark.parametrize("case", ["git-ssh", "oss", "azure-sas", "local", "monitoring"])
+@pytest.mark.parametrize("case", ["git-ssh", "oss", "azure-sas", "local", "monitoring", "relay"])
 def test_lint_clean_per_source(case: str) -> None:
     report = helm.lint(CHART, values=CASES[case], strict=True)
     assert report["errors"] == []
@@ -210,8 +230,18 @@ def test_chart_metadata(chart: Any) -> None:
         {"git": {"branch": "main"}},
         {"keepRevisions": 0},
         {"persistence": {"accessModes": ["ReadWriteSometimes"]}},
+        {"serveRevisions": {"enabled": True, "token": "inline-secret"}},
+        {"networkPolicy": {"enabled": True, "extraFrom": {"podSelector": {}}}},
     ],
-    ids=["source-s3", "compound-duration", "unknown-key", "keep-zero", "access-mode"],
+    ids=[
+        "source-s3",
+        "compound-duration",
+        "unknown-key",
+        "keep-zero",
+        "access-mode",
+        "serve-inline-token",
+        "extra-from-not-a-list",
+    ],
 )
 def test_schema_rejects(chart: Any, values: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError):
@@ -544,6 +574,84 @@ def test_notes_explain_dags_folder_and_status(renders: dict[str, dict[str, str]]
     assert "git.repo is empty" not in notes
 
 
+def test_serve_revisions_token_is_a_mounted_secret(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["relay"])
+    env = env_values(container(docs))
+    assert env["DAGSYNC_SERVE_REVISIONS"] == "true"
+    assert env["DAGSYNC_SERVE_TOKEN_FILE"] == "/etc/dagsync/serve/token"
+    assert env["DAGSYNC_KEEP_REVISIONS"] == "10"
+    assert secret_files(docs) == {"serve/token": (RELAY, "token")}
+    notes = renders["relay"]["dagsync/templates/NOTES.txt"]
+    assert f"http://{FULLNAME}.{NAMESPACE}.svc:9797" in notes
+    assert "--source relay" in notes and "dagsync.airflow.DagsyncDagBundle" in notes
+    assert "WARNING" not in notes
+
+
+def test_serve_revisions_off_by_default_and_token_key_configurable(
+    chart: Any, renders: dict[str, dict[str, str]]
+) -> None:
+    env = env_values(container(objects(renders["default"])))
+    assert not {"DAGSYNC_SERVE_REVISIONS", "DAGSYNC_SERVE_TOKEN_FILE"} & set(env)
+    assert "relay" not in renders["default"]["dagsync/templates/NOTES.txt"]
+    values = {
+        "git": {"repo": "https://h/r.git"},
+        "serveRevisions": {"enabled": True, "existingSecret": RELAY, "secretKey": "relay"},
+    }
+    assert secret_files(objects(render(chart, values))) == {"serve/token": (RELAY, "relay")}
+    # A token secret left over while serving is off mounts nothing.
+    values["serveRevisions"]["enabled"] = False
+    docs = objects(render(chart, values))
+    assert "/etc/dagsync" not in {m["mountPath"] for m in container(docs)["volumeMounts"]}
+    # Serving without a token or a policy: the notes say anyone in the cluster can read.
+    rendered = render(
+        chart, {"git": {"repo": "https://h/r.git"}, "serveRevisions": {"enabled": True}}
+    )
+    env = env_values(container(objects(rendered)))
+    assert env["DAGSYNC_SERVE_REVISIONS"] == "true"
+    assert "DAGSYNC_SERVE_TOKEN_FILE" not in env
+    assert "no token" in rendered["dagsync/templates/NOTES.txt"]
+
+
+def test_network_policy_admits_airflow_pods_to_the_http_port(
+    renders: dict[str, dict[str, str]],
+) -> None:
+    kinds = by_kind(objects(renders["relay"]))
+    policy = kinds["NetworkPolicy"]
+    pod = kinds["Deployment"]["spec"]["template"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    # The port is the container's named HTTP port: /v1/ and /metrics alike (no path filter).
+    (port,) = rule["ports"]
+    (http,) = pod["spec"]["containers"][0]["ports"]
+    assert port == {"port": http["name"], "protocol": "TCP"}
+    airflow, scraper = rule["from"]
+    assert airflow == {"podSelector": {"matchLabels": {"tier": "airflow", "release": "airflow"}}}
+    assert scraper["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+
+
+def test_network_policy_default_selector_and_namespaces(chart: Any) -> None:
+    assert "NetworkPolicy" not in {d["kind"] for d in objects(render(chart, {}))}
+    values = {
+        "networkPolicy": {
+            "enabled": True,
+            "airflowNamespaceSelector": {"matchLabels": {"team": "data"}},
+        }
+    }
+    policy = by_kind(objects(render(chart, values)))["NetworkPolicy"]
+    kubernetes_validate.validate(policy, KUBE_VERSION, strict=True)
+    (rule,) = policy["spec"]["ingress"]
+    # One peer with both selectors: Airflow-labelled pods in those namespaces (AND, not OR).
+    assert rule["from"] == [
+        {
+            "podSelector": {"matchLabels": {"tier": "airflow"}},
+            "namespaceSelector": {"matchLabels": {"team": "data"}},
+        }
+    ]
+
+
 # --- examples ---------------------------------------------------------------------------------
 
 
@@ -582,7 +690,9 @@ def pod_specs(doc: dict[str, Any]) -> dict[str, Any]:
     return doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
 
 
-@pytest.mark.parametrize("name", ["pod_template.yaml", "scheduler-sidecar.yaml"])
+@pytest.mark.parametrize(
+    "name", ["pod_template.yaml", "scheduler-sidecar.yaml", "pod_template_relay.yaml"]
+)
 def test_kubernetes_examples_validate(name: str) -> None:
     docs = load_examples(EXAMPLES / "kubernetes" / name)
     assert docs
@@ -621,3 +731,142 @@ def test_pod_template_runs_once_and_sidecar_runs() -> None:
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+# --- fleet examples: the relay and the Airflow 3 bundle ---------------------------------------
+
+RELAY_RELEASE = "dagsync"  # the release name the fleet examples assume, in NAMESPACE
+
+
+def relay_url(chart: Any) -> str:
+    """The URL the dagsync chart serves revisions at, for the release the examples assume."""
+    values = {"git": {"repo": "https://h/r.git"}, "serveRevisions": {"enabled": True}}
+    rendered = chart.render(values=values, name=RELAY_RELEASE, namespace=NAMESPACE)
+    service = by_kind(objects(rendered))["Service"]
+    (port,) = service["spec"]["ports"]
+    return f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port['port']}"
+
+
+def accepted_by_dagsync(args: list[str], env: dict[str, str], files: dict[str, Path]) -> Any:
+    """The Config dagsync builds from a container's args and env (``files`` swaps in-cluster
+    paths of mounted secrets for real files): the example is one dagsync starts with."""
+    from dagsync.cli import build_parser
+    from dagsync.config import load
+
+    args = [str(files.get(a, a)) for a in args]
+    env = {k: str(files.get(v, v)) for k, v in env.items()}
+    ns = build_parser().parse_args(args)
+    return load(ns.command, {k: v for k, v in vars(ns).items() if k != "command"}, env)
+
+
+def mounted_secret(pod: dict[str, Any], container: dict[str, Any], path: str) -> dict[str, Any]:
+    """The secret volume ``container`` sees ``path`` through (read-only)."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert mount.get("readOnly") is True, mount
+    secret = volumes[mount["name"]]["secret"]
+    relative = path.removeprefix(mount["mountPath"] + "/")
+    assert relative in {item["path"] for item in secret.get("items", [])} or not secret.get("items")
+    return secret
+
+
+def test_pod_template_relay_asks_the_relay(chart: Any, tmp_path: Path) -> None:
+    (pod,) = load_examples(EXAMPLES / "kubernetes" / "pod_template_relay.yaml")
+    assert pod["spec"]["containers"][0]["name"] == "base"
+    assert pod["metadata"]["labels"]["tier"] == "airflow"  # what networkPolicy admits
+    (init,) = pod["spec"]["initContainers"]
+    args = init["args"]
+    assert args[:3] == ["once", "--source", "relay"]
+    url = args[args.index("--relay-url") + 1]
+    assert url == relay_url(chart)
+    token = args[args.index("--relay-token-file") + 1]
+    assert mounted_secret(pod["spec"], init, token)["secretName"] == "dagsync-relay"
+    token_file = tmp_path / "token"
+    token_file.write_text("t0ken\n")
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert "DAGSYNC_REPO" not in env and "DAGSYNC_SOURCE" not in env
+    config = accepted_by_dagsync(args, env, {token: token_file})
+    assert config.source == "relay"
+    assert str(config.root) == "/git"
+
+
+def bundle_init_kwargs() -> set[str]:
+    """The keyword arguments DagsyncDagBundle.__init__ takes, read from its source (importing
+    it needs Airflow)."""
+    import ast
+
+    tree = ast.parse((REPO / "dagsync" / "airflow_bundle.py").read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DagsyncDagBundle"]
+    (init,) = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+    return {a.arg for a in init.args.kwonlyargs}
+
+
+def test_airflow_chart_values_bundle(chart: Any, tmp_path: Path) -> None:
+    path = EXAMPLES / "airflow-chart" / "values-bundle.yaml"
+    (values,) = load_examples(path)
+    assert values["dags"]["gitSync"]["enabled"] is False
+    assert values["dags"]["persistence"]["enabled"] is False
+    processor = values["dagProcessor"]
+    (bundle,) = processor["dagBundleConfigList"]
+    assert bundle["classpath"] == "dagsync.airflow.DagsyncDagBundle"
+    module, _, attr = bundle["classpath"].rpartition(".")
+    import importlib
+
+    assert attr in importlib.import_module(module).__all__
+    kwargs = bundle["kwargs"]
+    assert set(kwargs) <= bundle_init_kwargs() | {"refresh_interval"}
+    assert kwargs["relay_url"] == relay_url(chart)
+
+    # The commented JSON form for older charts says the same.
+    (line,) = [ln for ln in path.read_text().splitlines() if "dag_bundle_config_list:" in ln]
+    assert json.loads(line.split(":", 1)[1].strip().strip("'")) == [bundle]
+
+    # The sidecar is a container Kubernetes accepts, and a dagsync run that starts.
+    (sidecar,) = processor["extraInitContainers"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "dag-processor"},
+        "spec": {
+            "initContainers": [sidecar],
+            "containers": [
+                {
+                    "name": "dag-processor",
+                    "image": "apache/airflow:3.1.8",
+                    "volumeMounts": processor["extraVolumeMounts"] + values["volumeMounts"],
+                }
+            ],
+            "volumes": processor["extraVolumes"] + values["volumes"],
+        },
+    }
+    kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e["value"] for e in sidecar["env"]}
+    token_file = tmp_path / "token"
+    token_file.write_text("t0ken\n")
+    config = accepted_by_dagsync(
+        sidecar["args"], env, {env["DAGSYNC_RELAY_TOKEN_FILE"]: token_file}
+    )
+    assert config.source == "relay"
+    assert env["DAGSYNC_RELAY_URL"] == kwargs["relay_url"]
+    mounted_secret(pod["spec"], sidecar, env["DAGSYNC_RELAY_TOKEN_FILE"])
+
+    # The processor reads the sidecar's link: the bundle's root is the sidecar's volume.
+    (root_mount,) = [m for m in processor["extraVolumeMounts"] if m["mountPath"] == kwargs["root"]]
+    (sidecar_root,) = [m for m in sidecar["volumeMounts"] if m["mountPath"] == env["DAGSYNC_ROOT"]]
+    assert root_mount["name"] == sidecar_root["name"]
+    assert env["DAGSYNC_LINK"] == kwargs["link"]
+    # Every Airflow container (workers too) reads the token where the bundle looks for it.
+    airflow = pod["spec"]["containers"][0]
+    secret = mounted_secret(pod["spec"], airflow, kwargs["relay_token_file"])
+    assert secret["secretName"] == "dagsync-relay"
+
+
+def test_fleet_doc_lists_every_bundle_kwarg_and_its_picture_exists() -> None:
+    doc = (REPO / "docs" / "fleet.md").read_text()
+    rows = {line.split("|")[1].strip(" `") for line in doc.splitlines() if line.startswith("| `")}
+    assert bundle_init_kwargs() <= rows
+    assert "](fleet.png)" in doc
+    assert (REPO / "docs" / "fleet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "digraph" in (REPO / "docs" / "fleet.dot").read_text()

@@ -77,7 +77,8 @@ The period in seconds, for alert thresholds. Accepts what dagsync accepts and th
 {{- define "dagsync.hasSecretFiles" -}}
 {{- $g := .Values.git }}
 {{- $a := .Values.azure }}
-{{- if or .Values.triggerSecret (and (eq .Values.source "git") (or $g.sshKeySecret $g.knownHostsSecret $g.credentialsSecret)) (and (eq .Values.source "azure") (or $a.accountKeySecret $a.sasTokenSecret)) -}}
+{{- $serveToken := and .Values.serveRevisions.enabled .Values.serveRevisions.existingSecret }}
+{{- if or .Values.triggerSecret $serveToken (and (eq .Values.source "git") (or $g.sshKeySecret $g.knownHostsSecret $g.credentialsSecret)) (and (eq .Values.source "azure") (or $a.accountKeySecret $a.sasTokenSecret)) -}}
 true
 {{- end }}
 {{- end }}
@@ -130,6 +131,15 @@ true
     items:
       - key: token
         path: trigger/token
+{{- end }}
+{{- if .Values.serveRevisions.enabled }}
+{{- with .Values.serveRevisions.existingSecret }}
+- secret:
+    name: {{ . }}
+    items:
+      - key: {{ $.Values.serveRevisions.secretKey }}
+        path: serve/token
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -243,6 +253,14 @@ true
 {{- if $v.triggerSecret }}
 - name: DAGSYNC_TRIGGER_SECRET_FILE
   value: /etc/dagsync/trigger/token
+{{- end }}
+{{- if $v.serveRevisions.enabled }}
+- name: DAGSYNC_SERVE_REVISIONS
+  value: "true"
+{{- if $v.serveRevisions.existingSecret }}
+- name: DAGSYNC_SERVE_TOKEN_FILE
+  value: /etc/dagsync/serve/token
+{{- end }}
 {{- end }}
 {{- include "dagsync.sourceEnv" . }}
 {{- end }}
