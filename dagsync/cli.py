@@ -31,6 +31,10 @@ GROUP_TITLES = {
     "git": "git source",
     "oss": "oss source (Alibaba Cloud OSS; credentials from OSS_ACCESS_KEY_ID/SECRET)",
     "azure": "azure source (Azure Files; or AZURE_STORAGE_CONNECTION_STRING)",
+    "s3": "s3 source (AWS S3 or S3-compatible; credentials from the AWS chain)",
+    "gcs": "gcs source (Google Cloud Storage; Application Default Credentials)",
+    "azureblob": "azureblob source (Azure Blob; --azure-account-key-file/--azure-sas-token-file, "
+    "AZURE_STORAGE_CONNECTION_STRING or the Azure default credential chain)",
     "local": "local source",
     "serve": "serving revisions to other pods (run --serve-revisions; see --source relay)",
     "relay": "relay source (another dagsync's run --serve-revisions)",

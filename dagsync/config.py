@@ -75,6 +75,16 @@ class Config:
     azure_account_url: str | None
     azure_account_key_file: Path | None
     azure_sas_token_file: Path | None
+    s3_bucket: str | None
+    s3_prefix: str
+    s3_region: str | None
+    s3_endpoint_url: str | None
+    gcs_bucket: str | None
+    gcs_prefix: str
+    gcs_project: str | None
+    azureblob_container: str | None
+    azureblob_prefix: str
+    azureblob_account_url: str | None
     local_path: Path | None
     # serving (relay) and the relay source
     serve_revisions: bool = False
@@ -181,8 +191,9 @@ def infer_source(raw: Mapping[str, Any]) -> str:
         return found[0]
     if not found:
         raise ConfigError(
-            "--source is required (git, oss, azure, local), or give --repo, --oss-bucket, "
-            "--azure-share or --local-path",
+            "--source is required (git, oss, azure, s3, gcs, azureblob, local), or give --repo, "
+            "--oss-bucket, --azure-share, --s3-bucket, --gcs-bucket, --azureblob-container or "
+            "--local-path",
             "source",
         )
     raise ConfigError(f"--source is ambiguous: options for {', '.join(found)} given", "source")
@@ -281,6 +292,16 @@ def build(
         azure_account_url=raw.get("azure_account_url") or None,
         azure_account_key_file=_path(raw.get("azure_account_key_file")),
         azure_sas_token_file=_path(raw.get("azure_sas_token_file")),
+        s3_bucket=str(raw.get("s3_bucket") or "").strip() or None,
+        s3_prefix=str(raw.get("s3_prefix") or ""),
+        s3_region=str(raw.get("s3_region") or "").strip() or None,
+        s3_endpoint_url=str(raw.get("s3_endpoint_url") or "").strip() or None,
+        gcs_bucket=str(raw.get("gcs_bucket") or "").strip() or None,
+        gcs_prefix=str(raw.get("gcs_prefix") or ""),
+        gcs_project=str(raw.get("gcs_project") or "").strip() or None,
+        azureblob_container=str(raw.get("azureblob_container") or "").strip() or None,
+        azureblob_prefix=str(raw.get("azureblob_prefix") or ""),
+        azureblob_account_url=str(raw.get("azureblob_account_url") or "").strip() or None,
         local_path=_path(raw.get("local_path")),
         serve_revisions=parse_bool(raw["serve_revisions"], "serve-revisions"),
         serve_token_file=_path(raw.get("serve_token_file")),
@@ -310,6 +331,11 @@ SECRET_ENV = frozenset(
         "OSS_ACCESS_KEY_SECRET",
         "OSS_SESSION_TOKEN",
         "AZURE_STORAGE_CONNECTION_STRING",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_CLIENT_CERTIFICATE_PASSWORD",
         "GITSYNC_PASSWORD",
         "GIT_SYNC_PASSWORD",
     }

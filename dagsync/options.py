@@ -34,7 +34,12 @@ class Option:
 
 RUN = frozenset({"run"})
 OPTIONS: tuple[Option, ...] = (
-    Option("source", "str", None, "git, oss, azure, local or a plug-in's name (default: inferred)"),
+    Option(
+        "source",
+        "str",
+        None,
+        "git, oss, azure, s3, gcs, azureblob, local or a plug-in's name (default: inferred)",
+    ),
     Option("root", "str", "./dagsync-root", "shared volume; state lives under ROOT/.dagsync"),
     Option("link", "str", "current", "symlink ROOT/LINK -> published revision"),
     Option("subpath", "str", None, "publish only this sub-folder of the source"),
@@ -117,6 +122,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("azure-account-url", "str", None, "https://ACCOUNT.file.core.windows.net", "azure"),
     Option("azure-account-key-file", "str", None, "file with the account key", "azure"),
     Option("azure-sas-token-file", "str", None, "file with a SAS token", "azure"),
+    # s3
+    Option("s3-bucket", "str", None, "S3 bucket (or access point ARN)", "s3"),
+    Option("s3-prefix", "str", "", "only keys under this prefix (stripped)", "s3"),
+    Option("s3-region", "str", None, "region (default: the AWS chain's, else us-east-1)", "s3"),
+    Option("s3-endpoint-url", "str", None, "S3-compatible endpoint (MinIO, Ceph, OSS)", "s3"),
+    # gcs
+    Option("gcs-bucket", "str", None, "Google Cloud Storage bucket", "gcs"),
+    Option("gcs-prefix", "str", "", "only objects under this prefix (stripped)", "gcs"),
+    Option("gcs-project", "str", None, "project (default: the credentials')", "gcs"),
+    # azureblob
+    Option("azureblob-container", "str", None, "Azure Blob container", "azureblob"),
+    Option("azureblob-prefix", "str", "", "only blobs under this prefix (stripped)", "azureblob"),
+    Option(
+        "azureblob-account-url", "str", None, "https://ACCOUNT.blob.core.windows.net", "azureblob"
+    ),
     # local
     Option("local-path", "str", None, "directory to publish", "local"),
     # relay
@@ -134,6 +154,10 @@ SOURCE_HINTS = {
     "oss_bucket": "oss",
     "oss_endpoint": "oss",
     "azure_share": "azure",
+    "s3_bucket": "s3",
+    "s3_endpoint_url": "s3",
+    "gcs_bucket": "gcs",
+    "azureblob_container": "azureblob",
     "local_path": "local",
     "relay_url": "relay",
 }

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "dagsync.sources"
-EXTRA_FOR = {"oss": "oss", "azure": "azure"}
+EXTRA_FOR = {"oss": "oss", "azure": "azure", "s3": "s3", "gcs": "gcs", "azureblob": "azureblob"}
 
 
 @dataclass(frozen=True)
