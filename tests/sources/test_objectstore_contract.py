@@ -195,7 +195,9 @@ def test_a_subpath_with_nothing_under_it_fails_and_publishes_nothing(
 # -- refusing what must not be published -------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["../evil.py", "dags/../../evil.py", "/abs.py", "a\\..\\evil.py"])
+# ("a\\..\\evil.py" is no longer here: a backslash is an ordinary byte of a Linux name, so that
+# key is one file named as stored; tests/reliability/test_hostile_stores.py publishes such names.)
+@pytest.mark.parametrize("key", ["../evil.py", "dags/../../evil.py", "/abs.py"])
 def test_key_escaping_the_tree_is_refused(store_env: StoreEnv, root: Path, key: str) -> None:
     needs(store_env, "supports_unsafe_keys")
     store_env.put("good.py", b"g")
