@@ -124,9 +124,18 @@ class App:
         self.closers.append(self.http.close)
 
     def once(self) -> int:
+        from dagsync.progress_display import for_once
+
         self._prepare()
         self._start_http(trigger=None, busy=None)
-        result = self.syncer.run_pass()
+        display = for_once(self.config)  # a progress bar when a person watches a terminal
+        self.syncer.progress = display
+        try:
+            result = self.syncer.run_pass()
+        finally:
+            self.syncer.progress = None
+            if display is not None:
+                display.close()
         self.reporter(result)
         if result.ok and result.published is not None and self.hooks:
             # The revision just published, or (unchanged) the one on disk: a consumer

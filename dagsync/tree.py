@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from dagsync.errors import SourceError
 from dagsync.manifest import MODE_EXEC, MODE_SYMLINK, Entry, safe_path, safe_symlink_target
+from dagsync.progress import WRITING, for_tree
 from dagsync.sources.base import Published
 
 DIR_MODE = 0o755
@@ -32,6 +33,10 @@ class TreeWriter:
         self.parts.mkdir(parents=True, exist_ok=True)
         self._dirs: set[str] = set()
         self._serial = itertools.count()
+        # Whoever watches this tree (dagsync once on a terminal) is told of every file placed.
+        self.progress = for_tree(dest)
+        if self.progress is not None:
+            self.progress.phase(WRITING)
 
     def _target(self, path: str) -> Path:
         clean = safe_path(path)
@@ -40,6 +45,12 @@ class TreeWriter:
             (self.dest / parent).mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             self._dirs.add(parent)
         return self.dest / clean
+
+    def expect(self, files: int, nbytes: int) -> None:
+        """Tell a watcher how big the whole tree will be, for a source that learns it only
+        while fetching (git: after the commit arrived); stores' totals come from the plan."""
+        if self.progress is not None:
+            self.progress.expect(files, nbytes)
 
     def reuse(self, entry: Entry) -> bool:
         """Hard-link ``entry`` from the previous revision; False when it is not there."""
@@ -58,11 +69,15 @@ class TreeWriter:
         except OSError:
             # Filesystems without hard links (some SMB mounts): a copy keeps bytes and mtime.
             shutil.copy2(src, dst)
+        if self.progress is not None:
+            self.progress.advance(1, entry.size, linked=True)
         return True
 
     def symlink(self, entry: Entry) -> None:
         safe_symlink_target(entry.path, entry.target)
         os.symlink(entry.target, self._target(entry.path))
+        if self.progress is not None:
+            self.progress.advance(1, entry.size)
 
     @contextmanager
     def open(self, entry: Entry) -> Iterator[BinaryIO]:
@@ -85,6 +100,8 @@ class TreeWriter:
             fh.close()
             os.replace(tmp, dst)
             placed = True
+            if self.progress is not None:
+                self.progress.advance(1, size)
         finally:
             fh.close()
             if not placed:
