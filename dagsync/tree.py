@@ -1,6 +1,6 @@
 """Writing a revision's tree into its staging folder: reused files, new files, symlinks.
 
-Every source that builds a tree file by file uses this, so the rules of SPEC section 3 (hard
+Every source that builds a tree file by file uses this, so the rules of docs/reference.md §3 (hard
 links for unchanged files, explicit permissions, temp-file-then-rename) live in one place.
 """
 
