@@ -179,3 +179,13 @@ def test_yaml_values_that_need_no_quotes_are_taken_as_text(tmp_path: Path) -> No
     config.write_text("local_path: /tmp\ninclude: 5\nexclude: a,b\nperiod:\nref: 1234\n")
     cfg = load("run", {"config": str(config)}, {})
     assert (cfg.include, cfg.exclude, cfg.period, cfg.ref) == (("5",), ("a", "b"), 60.0, "1234")
+
+
+def test_a_root_that_cannot_be_made_names_the_option_and_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "root"
+    blocker.write_text("not a folder")
+    assert main(["once", "--local-path", str(tmp_path), "--root", str(blocker)], {}) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"dagsync: error: --root: cannot create {blocker}: a file is in the way"
