@@ -133,11 +133,20 @@ class App:
         self.closers.append(self.http.close)
 
     def once(self) -> int:
+        from dagsync.progress_display import for_once
+
         self._prepare()
         self._start_http(trigger=None, busy=None)
         stop = OnceStop(self.syncer)
         stop.install()
-        result = self.syncer.run_pass()
+        display = for_once(self.config)  # a progress bar when a person watches a terminal
+        self.syncer.progress = display
+        try:
+            result = self.syncer.run_pass()
+        finally:
+            self.syncer.progress = None
+            if display is not None:
+                display.close()
         stop.raise_if_requested()  # a stop during the link swap let it finish; no hooks now
         self.reporter(result)
         if result.ok and result.published is not None and self.hooks:

@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run one command; returns the process exit code (SPEC section 4)."""
+    """Run one command; returns the process exit code (docs/reference.md §4)."""
     env = dict(os.environ if environ is None else environ)
     args = list(sys.argv[1:] if argv is None else argv)
     try:

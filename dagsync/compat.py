@@ -1,4 +1,4 @@
-"""git-sync v3/v4 environment variables mapped onto dagsync options (SPEC section 7).
+"""git-sync v3/v4 environment variables mapped onto dagsync options (docs/reference.md §7).
 
 The Airflow chart starts the git-sync image with no arguments, only environment, and renders
 both name families at once (``GITSYNC_*`` for v4, ``GIT_SYNC_*``/``GIT_*`` for v3). This module

@@ -98,7 +98,7 @@ class Config:
     oss_env_access_key_secret: str | None = field(default=None, repr=False)
     oss_env_session_token: str | None = field(default=None, repr=False)
     azure_connection_string: str | None = field(default=None, repr=False)
-    # git-sync mode (SPEC section 7).
+    # git-sync mode (docs/reference.md §7).
     gitsync_mode: bool = False
     first_sync_must_succeed: bool = False
     # (logging level, message) lines from reading the configuration (e.g. git-sync variables

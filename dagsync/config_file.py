@@ -8,13 +8,14 @@ or variable to fix.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from dagsync.errors import ConfigError
+from dagsync.options import Option
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,9 @@ class ConfigFile:
         return f"{self.path}:{line}" if line else self.path
 
 
-def read_config_file(path: str, known: Iterable[str]) -> ConfigFile:
-    """Parse ``path``; every problem is a one-line ConfigError naming the file (and line)."""
+def read_config_file(path: str, known: Mapping[str, Option]) -> ConfigFile:
+    """Parse ``path``; every problem is a one-line ConfigError naming the file (and line).
+    ``known`` maps option attrs to their options (for the kinds of value each accepts)."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -58,10 +60,40 @@ def read_config_file(path: str, known: Iterable[str]) -> ConfigFile:
             close = difflib.get_close_matches(attr, known_attrs, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"--config: {where}: unknown key {key!r}{hint}", "config")
+        if value is None:
+            continue  # "key:" with nothing after it: as if the key were not there
+        problem = _wrong_type(known[attr], value)
+        if problem:
+            where = f"{path}:{line}" if line else path
+            raise ConfigError(f"--config: {where}: {key}: {problem}", "config")
+        if known[attr].kind == "list" and not isinstance(value, list):
+            value = str(value)  # comma-separated, as in the environment
         out[attr] = value
         if line:
             out_lines[attr] = line
     return ConfigFile(path, out, out_lines)
+
+
+_SCALARS = (str, int, float, bool)
+
+
+def _wrong_type(opt: Option, value: Any) -> str | None:
+    """What is wrong with the YAML type of ``value`` for ``opt``, or None when it may do."""
+    if opt.kind == "list":
+        items = value if isinstance(value, list) else [value]
+        odd = [v for v in items if not isinstance(v, _SCALARS)]
+        return f"expected a list of text, got an item that is {_yaml_type(odd[0])}" if odd else None
+    if isinstance(value, _SCALARS):
+        return None
+    return f"expected a single value, got {_yaml_type(value)}"
+
+
+def _yaml_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 def yaml_error(path: str, exc: yaml.YAMLError) -> str:

@@ -1,4 +1,4 @@
-"""The operations endpoints (SPEC section 5): metrics, health, readiness, status, and the sync
+"""The operations endpoints (docs/reference.md §5): metrics, health, readiness, status, and the sync
 trigger a git host's push webhook calls.
 
 The server runs in its own daemon thread and only reads: the status snapshot the loop

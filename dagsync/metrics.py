@@ -1,8 +1,8 @@
-"""Every metric of SPEC section 6, on a registry passed in (never prometheus' global one), so
+"""Every metric of docs/reference.md §6, on a registry passed in (never prometheus' global one), so
 each test gets a fresh registry and reads values with ``registry.get_sample_value``.
 
 The names and labels here are a contract with users' dashboards and alerts: change them only
-together with SPEC.md.
+together with the changelog.
 """
 
 from __future__ import annotations

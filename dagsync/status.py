@@ -30,7 +30,7 @@ class Status:
     @property
     def ready(self) -> bool:
         """A revision is being served. Never goes back to False: the board only ever replaces
-        the revision with another one (readiness is sticky, SPEC section 5)."""
+        the revision with another one (readiness is sticky, docs/reference.md §5)."""
         return self.revision is not None
 
     def seconds_since_attempt(self, now: float) -> float:

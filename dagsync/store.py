@@ -90,7 +90,7 @@ class RevisionStore:
             os.chmod(self.state_dir, 0o755)
             os.chmod(self.revisions, 0o755)
         except OSError as exc:
-            raise PublishError(f"--root: cannot create {exc.filename}: {exc.strerror}") from None
+            raise cannot_create(exc) from None
         self._write_airflowignore()
         self.clear_staging()
         stale = [
@@ -132,7 +132,7 @@ class RevisionStore:
         try:
             self._make_root()
         except OSError as exc:
-            raise PublishError(f"--root: cannot create {exc.filename}: {exc.strerror}") from None
+            raise cannot_create(exc) from None
         with open(self.state_dir / "lock", "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -374,6 +374,12 @@ class RevisionStore:
                 remove_tree(tree)
         self.clear_staging()
         return removed
+
+
+def cannot_create(exc: OSError) -> PublishError:
+    """The root (or a folder in it) could not be made: say which, and why in plain words."""
+    reason = "a file is in the way" if exc.errno == errno.EEXIST else exc.strerror
+    return PublishError(f"--root: cannot create {exc.filename}: {reason}")
 
 
 def _mkdirs(folder: Path) -> list[Path]:

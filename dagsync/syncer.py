@@ -12,6 +12,7 @@ from dagsync.checks import run_check
 from dagsync.config import Config
 from dagsync.errors import Abandoned, CheckFailed, DagsyncError
 from dagsync.manifest import check_limits
+from dagsync.progress import CHECKING, FETCHING, PUBLISHING, RESOLVING, Progress, watching
 from dagsync.sources.base import FetchStats, Plan, Published, Source
 from dagsync.store import RevisionStore
 from dagsync.timing import deadline_in
@@ -69,6 +70,8 @@ class Syncer:
         self.rejected: tuple[str, str] | None = None  # (revision, reason) not to retry
         self.publishing = False  # a stop signal waits for the link swap instead of abandoning
         self.selection = selection_of(config)
+        # Told of each phase and of every file written (dagsync once on a terminal).
+        self.progress: Progress | None = None
 
     def run_pass(self) -> SyncResult:
         started = self.clock()
@@ -91,6 +94,7 @@ class Syncer:
             with self.store.locked():
                 self.store.check_link_place()  # the user's file is refused before any download
                 current = self.store.published()
+                self._phase(RESOLVING)
                 plan = self.source.resolve(deadline)
                 revision = plan.revision
                 if current is not None and current.revision == plan.revision:
@@ -116,18 +120,29 @@ class Syncer:
             log.exception("sync failed unexpectedly")
             return done(FAILED, error=f"{type(exc).__name__}: {exc}")
 
+    def _phase(self, name: str) -> None:
+        if self.progress is not None:
+            self.progress.phase(name)
+
     def _build_and_publish(self, plan: Plan, deadline: float) -> FetchStats:
         cfg = self.config
         if plan.manifest is not None:
             check_limits(plan.manifest, cfg.max_files, cfg.max_bytes)
             check_walkable(plan.manifest, plan.revision)  # before anything is downloaded
+            if self.progress is not None:
+                self.progress.expect(len(plan.manifest), plan.manifest.total_bytes)
         staging = self.store.new_staging()
         try:
-            stats = self.source.fetch(plan, staging, self.store.reusable(), deadline)
+            self._phase(FETCHING)
+            with watching(staging, self.progress):
+                stats = self.source.fetch(plan, staging, self.store.reusable(), deadline)
             check_limits(stats.manifest, cfg.max_files, cfg.max_bytes)
             check_walkable(stats.manifest, plan.revision)
+            if cfg.check:
+                self._phase(CHECKING)
             run_check(cfg.check, staging, deadline, cfg.child_env)
             now = self.clock()
+            self._phase(PUBLISHING)
             self.publishing = True
             published = self.store.publish(
                 staging, plan.revision, stats.manifest, self.source.name, now, self.selection

@@ -1,6 +1,6 @@
 """Writing a revision's tree into its staging folder: reused files, new files, symlinks.
 
-Every source that builds a tree file by file uses this, so the rules of SPEC section 3 (hard
+Every source that builds a tree file by file uses this, so the rules of docs/reference.md §3 (hard
 links for unchanged files, explicit permissions, temp-file-then-rename) live in one place.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from dagsync.errors import SourceError, WriteFailed
 from dagsync.manifest import MODE_EXEC, MODE_SYMLINK, Entry, safe_path, safe_symlink_target
+from dagsync.progress import WRITING, for_tree
 from dagsync.sources.base import Published
 
 DIR_MODE = 0o755
@@ -90,6 +91,10 @@ class TreeWriter:
             raise write_error(exc, "the revision", need_bytes) from None
         self._dirs: set[str] = set()
         self._serial = itertools.count()
+        # Whoever watches this tree (dagsync once on a terminal) is told of every file placed.
+        self.progress = for_tree(dest)
+        if self.progress is not None:
+            self.progress.phase(WRITING)
 
     @contextmanager
     def _writing(self, path: str) -> Iterator[None]:
@@ -106,6 +111,12 @@ class TreeWriter:
                 (self.dest / parent).mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             self._dirs.add(parent)
         return self.dest / clean
+
+    def expect(self, files: int, nbytes: int) -> None:
+        """Tell a watcher how big the whole tree will be, for a source that learns it only
+        while fetching (git: after the commit arrived); stores' totals come from the plan."""
+        if self.progress is not None:
+            self.progress.expect(files, nbytes)
 
     def reuse(self, entry: Entry) -> bool:
         """Hard-link ``entry`` from the previous revision; False when it is not there."""
@@ -127,6 +138,8 @@ class TreeWriter:
                     raise
                 # Filesystems without hard links (some SMB mounts): a copy keeps bytes and mtime.
                 shutil.copy2(src, dst)
+        if self.progress is not None:
+            self.progress.advance(1, entry.size, linked=True)
         return True
 
     def symlink(self, entry: Entry) -> None:
@@ -134,6 +147,8 @@ class TreeWriter:
         dst = self._target(entry.path)
         with self._writing(entry.path):
             os.symlink(entry.target, dst)
+        if self.progress is not None:
+            self.progress.advance(1, entry.size)
 
     @contextmanager
     def open(self, entry: Entry) -> Iterator[BinaryIO]:
@@ -158,6 +173,8 @@ class TreeWriter:
                 fh.close()
                 os.replace(tmp, dst)
             placed = True
+            if self.progress is not None:
+                self.progress.advance(1, size)
         finally:
             with contextlib.suppress(OSError, WriteFailed):  # the first error is the one shown
                 fh.close()

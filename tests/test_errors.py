@@ -154,3 +154,38 @@ def test_config_errors_carry_the_option() -> None:
     with pytest.raises(ConfigError) as info:
         load("once", {"local_path": "/tmp", "period": "soon"}, {})
     assert info.value.option == "period"
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("period: [1]", "period: expected a single value, got a list"),
+        ("root: {a: 1}", "root: expected a single value, got a mapping"),
+        ("link: [a]", "link: expected a single value, got a list"),
+        ("exclude: [1, {a: b}]", "exclude: expected a list of text, got an item that is a mapping"),
+    ],
+)
+def test_a_value_of_the_wrong_yaml_type_names_file_line_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, problem: str
+) -> None:
+    config = tmp_path / "dagsync.yaml"
+    config.write_text(f"local_path: /tmp\n{line}\n")
+    out = run_main(["once", "--config", str(config)], {}, capsys)
+    assert out == f"dagsync: error: --config: {config}:2: {problem}"
+
+
+def test_yaml_values_that_need_no_quotes_are_taken_as_text(tmp_path: Path) -> None:
+    config = tmp_path / "dagsync.yaml"
+    config.write_text("local_path: /tmp\ninclude: 5\nexclude: a,b\nperiod:\nref: 1234\n")
+    cfg = load("run", {"config": str(config)}, {})
+    assert (cfg.include, cfg.exclude, cfg.period, cfg.ref) == (("5",), ("a", "b"), 60.0, "1234")
+
+
+def test_a_root_that_cannot_be_made_names_the_option_and_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "root"
+    blocker.write_text("not a folder")
+    assert main(["once", "--local-path", str(tmp_path), "--root", str(blocker)], {}) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"dagsync: error: --root: cannot create {blocker}: a file is in the way"

@@ -15,7 +15,7 @@ constant wait); what it gives up on or does not retry at all (a truncated body) 
 with the store pipeline's ``call_with_retries``. Socket timeouts share the time left, so all of
 it stays within --sync-timeout.
 
-Hidden tuning knobs (``--source-option KEY=VALUE``, for tests and benchmarks; not in SPEC):
+Hidden tuning knobs (``--source-option KEY=VALUE``, for tests and benchmarks; not documented):
 ``page_size`` (listing entries per request, 1..5000; default the service's 5000) and
 ``retry_backoff`` (seconds the SDK waits between its own retries; default 1).
 """
