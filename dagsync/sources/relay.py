@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import re
-import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -29,6 +28,7 @@ from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, diff, safe_path
 from dagsync.redact import read_secret_file, redact_url, register_url_credentials
 from dagsync.sources.base import FetchStats, Plan, Published
 from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
+from dagsync.tarstream import Member, TarFormatError, TarReader
 from dagsync.timing import remaining
 from dagsync.tree import TreeWriter
 
@@ -39,6 +39,9 @@ T = TypeVar("T")
 REQUEST_TIMEOUT_SECONDS = 60.0  # per connect and per socket read, never past the deadline
 CHUNK_BYTES = 256 * 1024
 READ_BUFFER_BYTES = 1 << 20
+# A busy relay answers 503 (Retry-After) and a restarting one refuses connections: keep trying
+# for about two minutes (backoff capped at 5 s), never past --sync-timeout.
+RETRY_ATTEMPTS = 30
 MODES = {"file": MODE_FILE, "exec": MODE_EXEC, "symlink": MODE_SYMLINK}
 _REVISION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -133,7 +136,12 @@ class RelaySource(ObjectStoreSource):
 
     def _retrying(self, call: Callable[[], T], deadline: float, what: str) -> T:
         return call_with_retries(
-            call, transient=is_transient, deadline=deadline, what=what, stop=self.cancelled
+            call,
+            transient=is_transient,
+            deadline=deadline,
+            what=what,
+            attempts=RETRY_ATTEMPTS,
+            stop=self.cancelled,
         )
 
     def _json(self, path: str, deadline: float) -> Any:
@@ -229,29 +237,29 @@ class RelaySource(ObjectStoreSource):
         )
         seen: set[str] = set()
         try:
-            reader = io.BufferedReader(resp, READ_BUFFER_BYTES)  # type: ignore[arg-type]
-            with tarfile.open(fileobj=reader, mode="r|*") as tar:
-                for member in tar:
-                    remaining(deadline, what)
-                    key = checked_member(member, upstream, seen, self.describe())
-                    path = published_as.get(key)
-                    if path is None:
-                        continue  # left out by --subpath/--include/--exclude
-                    entry = by_path[path]
-                    if entry.is_symlink:
-                        writer.symlink(entry)
-                        continue
-                    source = tar.extractfile(member)
-                    assert source is not None
-                    with writer.create(entry) as out:
-                        digest = hashlib.sha256()
-                        while chunk := source.read(CHUNK_BYTES):
-                            digest.update(chunk)
-                            out.write(chunk)
-                        verify(upstream[key], out.tell(), digest.hexdigest())
-                    stats.downloaded_files += 1
-                    stats.downloaded_bytes += entry.size
-        except (tarfile.TarError, EOFError, OSError, http.client.HTTPException) as exc:
+            encoding = (resp.getheader("Content-Encoding") or "identity").lower()
+            if encoding != "identity":
+                raise SourceError(f"{what}: unexpected Content-Encoding {encoding}")
+            tar = TarReader(io.BufferedReader(resp, READ_BUFFER_BYTES))  # type: ignore[arg-type]
+            for member in tar.members():
+                remaining(deadline, what)
+                key = checked_member(member, upstream, seen, self.describe())
+                path = published_as.get(key)
+                if path is None:
+                    continue  # left out by --subpath/--include/--exclude
+                entry = by_path[path]
+                if entry.is_symlink:
+                    writer.symlink(entry)
+                    continue
+                with writer.create(entry) as out:
+                    digest = hashlib.sha256()
+                    while chunk := tar.read(CHUNK_BYTES):
+                        digest.update(chunk)
+                        out.write(chunk)
+                    verify(upstream[key], out.tell(), digest.hexdigest())
+                stats.downloaded_files += 1
+                stats.downloaded_bytes += entry.size
+        except (TarFormatError, EOFError, OSError, http.client.HTTPException) as exc:
             raise SourceError(f"{what} is broken: {exc}") from None
         finally:
             resp.close()
@@ -271,7 +279,7 @@ def verify(obj: RemoteObject, size: int, sha256: str) -> None:
 
 
 def checked_member(
-    member: tarfile.TarInfo, upstream: dict[str, RemoteObject], seen: set[str], where: str
+    member: Member, upstream: dict[str, RemoteObject], seen: set[str], where: str
 ) -> str:
     """The manifest key of an archive member whose type, mode and size match its entry."""
     try:
@@ -284,10 +292,10 @@ def checked_member(
         raise SourceError(f"{where}: archive holds {key!r} {reason}", key)
     seen.add(key)
     if obj.mode == MODE_SYMLINK:
-        if not member.issym() or member.linkname != obj.target:
+        if member.kind != "symlink" or member.linkname != obj.target:
             raise SourceError(f"{where}: {key}: not the symlink the manifest names", key)
         return key
-    if not member.isreg():
+    if member.kind != "file":
         raise SourceError(f"{where}: {key}: archive member is not a regular file", key)
     if bool(member.mode & 0o111) != (obj.mode == MODE_EXEC):
         raise SourceError(f"{where}: {key}: mode {oct(member.mode)} differs from the manifest", key)
