@@ -10,6 +10,7 @@ The standard library's ``http.client`` keeps start-up cheap; the token is never 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
@@ -24,7 +25,7 @@ from urllib.parse import quote, urlsplit
 from dagsync import __version__
 from dagsync.config import Config
 from dagsync.errors import ConfigError, SourceError, UnsafePath
-from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, diff, safe_path
+from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, Entry, diff, safe_path
 from dagsync.redact import read_secret_file, redact_url, register_url_credentials
 from dagsync.sources.base import FetchStats, Plan, Published
 from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
@@ -220,27 +221,63 @@ class RelaySource(ObjectStoreSource):
                 resp.close()
             verify(obj, out.tell(), digest.hexdigest())
 
-        self._retrying(get, deadline, f"download of {obj.key}")
+        try:
+            self._retrying(get, deadline, f"download of {obj.key}")
+        except (OSError, http.client.HTTPException) as exc:
+            raise SourceError(
+                f"download of {obj.key} from {self.describe()} failed: {exc}"
+            ) from None
 
     def _fetch_archive(self, plan: Plan, dest: Path, deadline: float) -> FetchStats:
+        """One archive stream; should it break, the files it did not deliver are fetched one
+        by one (what it delivered was verified already). A member that fails verification
+        fails the pass."""
         assert plan.manifest is not None
-        upstream: dict[str, RemoteObject] = plan.detail["upstream"]
-        published_as = {obj.key: path for path, obj in plan.detail["objects"].items()}
-        by_path = plan.manifest.by_path()
         writer = TreeWriter(dest, None)
         stats = FetchStats(manifest=plan.manifest)
+        done: set[str] = set()
         what = f"archive of {plan.revision} from {self.describe()}"
-        resp = self._retrying(
-            lambda: self._open(f"/v1/revisions/{quote(plan.revision)}/archive.tar", deadline),
-            deadline,
-            what,
-        )
+        try:
+            resp = self._retrying(
+                lambda: self._open(f"/v1/revisions/{quote(plan.revision)}/archive.tar", deadline),
+                deadline,
+                what,
+            )
+            try:
+                self._read_archive(plan, resp, writer, done, deadline)
+            finally:
+                resp.close()
+        except (EOFError, OSError, http.client.HTTPException) as exc:
+            log.info("archive broke, fetching the rest file by file what=%s error=%s", what, exc)
+        todo = [e for e in plan.manifest.entries if e.path not in done]
+        for entry in [e for e in todo if e.is_symlink]:
+            writer.symlink(entry)
+        files = [e for e in todo if not e.is_symlink]
+        self._download_all(writer, files, plan.detail["objects"], deadline)
+        stats.downloaded_files = sum(1 for e in plan.manifest.entries if not e.is_symlink)
+        stats.downloaded_bytes = plan.manifest.total_bytes
+        writer.finish()
+        return stats
+
+    def _read_archive(
+        self,
+        plan: Plan,
+        resp: http.client.HTTPResponse,
+        writer: TreeWriter,
+        done: set[str],
+        deadline: float,
+    ) -> None:
+        upstream: dict[str, RemoteObject] = plan.detail["upstream"]
+        published_as = {obj.key: path for path, obj in plan.detail["objects"].items()}
+        assert plan.manifest is not None
+        by_path = plan.manifest.by_path()
+        what = f"archive of {plan.revision} from {self.describe()}"
+        encoding = (resp.getheader("Content-Encoding") or "identity").lower()
+        if encoding != "identity":
+            raise SourceError(f"{what}: unexpected Content-Encoding {encoding}")
+        tar = TarReader(io.BufferedReader(resp, READ_BUFFER_BYTES))  # type: ignore[arg-type]
         seen: set[str] = set()
         try:
-            encoding = (resp.getheader("Content-Encoding") or "identity").lower()
-            if encoding != "identity":
-                raise SourceError(f"{what}: unexpected Content-Encoding {encoding}")
-            tar = TarReader(io.BufferedReader(resp, READ_BUFFER_BYTES))  # type: ignore[arg-type]
             for member in tar.members():
                 remaining(deadline, what)
                 key = checked_member(member, upstream, seen, self.describe())
@@ -250,24 +287,28 @@ class RelaySource(ObjectStoreSource):
                 entry = by_path[path]
                 if entry.is_symlink:
                     writer.symlink(entry)
-                    continue
-                with writer.create(entry) as out:
-                    digest = hashlib.sha256()
-                    while chunk := tar.read(CHUNK_BYTES):
-                        digest.update(chunk)
-                        out.write(chunk)
-                    verify(upstream[key], out.tell(), digest.hexdigest())
-                stats.downloaded_files += 1
-                stats.downloaded_bytes += entry.size
-        except (TarFormatError, EOFError, OSError, http.client.HTTPException) as exc:
-            raise SourceError(f"{what} is broken: {exc}") from None
-        finally:
-            resp.close()
+                else:
+                    self._write_member(tar, entry, upstream[key], writer)
+                done.add(path)
+        except TarFormatError as exc:
+            raise SourceError(f"{what} is damaged: {exc}") from None
         missing = sorted(set(upstream) - seen)
         if missing:
             raise SourceError(f"{what} ended without {missing[0]!r} ({len(missing)} missing)")
-        writer.finish()
-        return stats
+
+    @staticmethod
+    def _write_member(tar: TarReader, entry: Entry, obj: RemoteObject, writer: TreeWriter) -> None:
+        try:
+            with writer.create(entry) as out:
+                digest = hashlib.sha256()
+                while chunk := tar.read(CHUNK_BYTES):
+                    digest.update(chunk)
+                    out.write(chunk)
+                verify(obj, out.tell(), digest.hexdigest())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):  # a partial file: fetched again later
+                (writer.dest / entry.path).unlink()
+            raise
 
 
 def verify(obj: RemoteObject, size: int, sha256: str) -> None:
