@@ -113,11 +113,16 @@ def resolve_entry(by_path: dict[str, Entry], path: str) -> Entry | None:
 
 
 def wants_gzip(accept_encoding: str | None) -> bool:
+    """``Accept-Encoding`` names gzip with a q-value above zero (or none)."""
     for item in (accept_encoding or "").split(","):
-        name, _, params = item.strip().partition(";")
-        if name.strip().lower() == "gzip":
-            q = params.strip().lower().removeprefix("q=")
-            return not q or q.startswith("q") or _positive(q)
+        name, *params = (part.strip() for part in item.split(";"))
+        if name.lower() != "gzip":
+            continue
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                return _positive(value.strip())
+        return True
     return False
 
 
@@ -179,6 +184,8 @@ class RevisionServer:
         if req.endpoint == "revisions":
             return self._json(out, self.listing(), head)
         assert req.revision is not None
+        if not (self.store.revisions / req.revision).is_dir():  # no lease file for a stranger
+            raise BadRequest(404, f"revision {req.revision} is not on disk")
         with self.store.lease(req.revision):
             served = self.sums.get(req.revision)
             if served is None:

@@ -18,7 +18,7 @@ from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, Entry, Manifest
 from dagsync.revision_sums import RevisionSums
 from dagsync.serve import BadRequest, Route, resolve_entry, route, wants_gzip
 from dagsync.store import RevisionStore
-from dagsync.tarstream import Sink, write_tar
+from dagsync.tarstream import Sink, TarFormatError, TarReader, write_tar
 
 REV = "a" * 40
 
@@ -162,3 +162,56 @@ def test_clean_up_skips_a_leased_revision_until_released(store: RevisionStore):
     assert store.collect_garbage(keep=1, grace=0, now=6.0) == ["r1"]
     assert sorted(p.name for p in store.revisions.iterdir()) == ["r3", "r3.manifest.json"]
     assert list(store.leases.iterdir()) == []
+
+
+def archive_of(members: list[tuple[str, bytes | str, int]]) -> bytes:
+    """A tar written by the standard library (pax): (name, bytes or symlink target, mode)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name, content, mode in members:
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            if isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def test_tar_reader_reads_what_tarfile_writes():
+    long_name = "deep/" * 40 + "ünïcode name.py"  # past ustar's 100/155 fields: a pax header
+    body = archive_of(
+        [
+            ("a.py", b"x = 1\n", 0o644),
+            (long_name, b"y" * 70_000, 0o755),
+            ("link.py", "../" * 60 + "a.py", 0o777),  # a long link target, also pax
+            ("empty.py", b"", 0o644),
+        ]
+    )
+    reader = TarReader(io.BytesIO(body))
+    got = []
+    for member in reader.members():
+        data = b""
+        while chunk := reader.read(4096):
+            data += chunk
+        got.append((member.name, member.kind, member.mode, member.linkname, data))
+    assert got == [
+        ("a.py", "file", 0o644, "", b"x = 1\n"),
+        (long_name, "file", 0o755, "", b"y" * 70_000),
+        ("link.py", "symlink", 0o777, "../" * 60 + "a.py", b""),
+        ("empty.py", "file", 0o644, "", b""),
+    ]
+    # Members whose content is not read are skipped correctly.
+    assert [m.name for m in TarReader(io.BytesIO(body)).members()][-1] == "empty.py"
+
+
+def test_tar_reader_refuses_damaged_streams():
+    body = archive_of([("a.py", b"x" * 5000, 0o644), ("b.py", b"y", 0o644)])
+    with pytest.raises(EOFError):
+        list(TarReader(io.BytesIO(body[:3000])).members())
+    damaged = bytearray(body)
+    damaged[10] ^= 0x20  # a name byte: the header checksum no longer matches
+    with pytest.raises(TarFormatError):
+        list(TarReader(io.BytesIO(bytes(damaged))).members())
