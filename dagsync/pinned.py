@@ -114,23 +114,22 @@ def materialize(
         return "reused"
     dest.parent.mkdir(parents=True, exist_ok=True)
     _clear_leftovers(dest.parent)
+    revisions = root / STATE_DIR / "revisions"
     local = local_revision(root, revision)
+    why = f"is not under {revisions}"
     if local is not None:
         tree, manifest = local
         try:
             return _place(dest, lambda tmp: link_tree(tree, tmp, manifest))
         except OSError as exc:
-            # dagsync's clean-up removed the revision while we read it: ask the relay.
-            log.warning("revision=%s local copy failed (%s); trying the relay", revision, exc)
+            # Typically dagsync's clean-up removed the revision while we read it.
+            why = f"could not be taken from {revisions}: {exc.strerror}: {exc.filename}"
+            log.warning("revision=%s %s; trying the relay", revision, why)
     if relay_url:
         return fetch_from_relay(
             revision, dest, relay_url=relay_url, token_file=relay_token_file, argv=dagsync_argv
         )
-    raise RevisionUnavailable(
-        f"revision {revision} is not under {root / STATE_DIR / 'revisions'} "
-        "and no relay_url is configured",
-        revision,
-    )
+    raise RevisionUnavailable(f"revision {revision} {why} and no relay_url is configured", revision)
 
 
 def _place(dest: Path, build: Callable[[Path], str]) -> str:

@@ -22,6 +22,7 @@ import traceback
 from typing import Any
 
 # Airflow reads its configuration at import, before the first request.
+from airflow.dag_processing.bundles import base as bundles_base
 from airflow.dag_processing.bundles.base import BundleVersionLock
 from airflow.dag_processing.bundles.manager import DagBundlesManager
 
@@ -36,19 +37,27 @@ def describe_version(value: Any) -> dict[str, Any]:
 
 
 def load_dags(bundle: Any) -> dict[str, Any]:
+    """As the task runner of this Airflow version does: ``BundleDagBag`` (its module moved in
+    3.2 and took ``bundle_name``), or on 3.0 a DagBag with the bundle path on sys.path."""
     try:
-        from airflow.models.dagbag import BundleDagBag
+        from airflow.dag_processing.dagbag import BundleDagBag  # 3.2+
 
-        bag = BundleDagBag(
-            dag_folder=bundle.path, safe_mode=False, load_op_links=False, bundle_path=bundle.path
-        )
-    except ImportError:  # Airflow 3.0
-        from airflow.models.dagbag import DagBag
+        extra: dict[str, Any] = {"bundle_name": bundle.name}
+    except ImportError:
+        try:
+            from airflow.models.dagbag import BundleDagBag  # 3.1
+        except ImportError:  # 3.0
+            from airflow.models.dagbag import DagBag as BundleDagBag
 
-        sys.path.append(str(bundle.path))
-        bag = DagBag(
-            dag_folder=bundle.path, include_examples=False, safe_mode=False, bundle_path=bundle.path
-        )
+            sys.path.append(str(bundle.path))
+        extra = {}
+    bag = BundleDagBag(
+        dag_folder=bundle.path,
+        safe_mode=False,
+        load_op_links=False,
+        bundle_path=bundle.path,
+        **extra,
+    )
     return {
         "dag_ids": sorted(bag.dags),
         "filelocs": sorted(str(d.fileloc) for d in bag.dags.values()),
@@ -67,6 +76,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
             "supports_versioning": bundle.supports_versioning,
             "refresh_interval": bundle.refresh_interval,
             "path": str(bundle.path),
+            "airflow_has_bundle_version": hasattr(bundles_base, "BundleVersion"),
         }
     if op == "cleanup":
         from airflow.configuration import conf

@@ -219,6 +219,9 @@ def test_bundle_follows_publishes_and_pins_from_local_disk(
         publish()
         current = ok(ask(processor, {"op": "current", "key": "p"}))
         assert current["version"] == c1
+        # Airflow 3.2+ takes a BundleVersion (a bare str is deprecated there); 3.0/3.1 a str.
+        wanted = "BundleVersion" if got["airflow_has_bundle_version"] else "str"
+        assert current["version_type"] == wanted
         ok(ask(processor, {"op": "initialize", "key": "p"}))
         parsed = ask(processor, {"op": "dagbag", "key": "p"})
         assert_loads(parsed, ["alpha", "uses_helper"], root / "repo")

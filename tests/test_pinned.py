@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dagsync.options import OPTIONS_BY_ATTR
 from dagsync.pinned import (
     BUILD_MARK,
     RevisionUnavailable,
@@ -21,7 +22,7 @@ from dagsync.pinned import (
     published_revision,
 )
 from tests.gitservers import free_port
-from tests.helpers import client_env, dagsync, snapshot
+from tests.helpers import client_env, dagsync, snapshot, start_dagsync, terminate, wait_for
 
 
 @pytest.fixture
@@ -145,8 +146,9 @@ def test_a_revision_vanishing_mid_copy_is_never_half_placed(
     versions = tmp_path / "versions"
     versions.mkdir()
     (versions / f"{BUILD_MARK}{revision}-deadbeef").mkdir()  # what a kill -9 leaves
-    with pytest.raises(RevisionUnavailable, match=revision):
+    with pytest.raises(RevisionUnavailable, match=revision) as caught:
         materialize(revision, versions / revision, root=root)
+    assert "run.sh" in str(caught.value) and "could not be taken" in str(caught.value)
     assert list(versions.iterdir()) == []
 
 
@@ -196,3 +198,54 @@ def test_without_airflow_the_class_says_how_to_install_it() -> None:
         _ = dagsync.airflow.DagsyncDagBundle
     with pytest.raises(AttributeError):
         _ = dagsync.airflow.NoSuchThing  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif("relay_url" not in OPTIONS_BY_ATTR, reason="no relay source here")
+def test_relay_supplies_what_the_local_root_lost(
+    source: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    upstream, worker = tmp_path / "upstream", tmp_path / "worker"
+    token = tmp_path / "token"
+    token.write_text("pinned-relay-token-77\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    relay = start_dagsync(
+        "run", "--local-path", source, "--root", upstream, "--serve-revisions",
+        "--serve-token-file", token, "--http-bind", f"127.0.0.1:{port}", "--period", "1s",
+        env=env, log=tmp_path / "relay.log",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: published_revision(upstream, "current"), 60, "the relay's publish")
+        result = dagsync(
+            "once", "--source", "relay", "--relay-url", url, "--relay-token-file", token,
+            "--root", worker, env=env,
+        )  # fmt: skip
+        assert result.returncode == 0, result
+        revision = published_revision(worker, "current")
+        assert revision == published_revision(upstream, "current")
+        assert revision is not None
+        # The worker's copy lost a file under the manifest (dagsync's clean-up at work): the
+        # pinned tree comes whole from the relay instead, renamed into place.
+        (worker / ".dagsync" / "revisions" / revision / "alpha.py").unlink()
+        versions = tmp_path / "versions"
+        how = materialize(
+            revision, versions / revision, root=worker, relay_url=url, relay_token_file=str(token)
+        )
+        assert how == "relay"
+        assert snapshot(versions / revision) == snapshot(
+            upstream / ".dagsync" / "revisions" / revision
+        )
+        assert [p.name for p in versions.iterdir()] == [revision]
+
+        # A wrong token: the relay's refusal, named, and no token in the message.
+        wrong = tmp_path / "wrong-token"
+        wrong.write_text("not-the-token-55\n")
+        with pytest.raises(RevisionUnavailable) as caught:
+            materialize("other", versions / "other", root=worker, relay_url=url,
+                        relay_token_file=str(wrong))  # fmt: skip
+        message = str(caught.value)
+        assert "other" in message and url in message
+        assert "not-the-token-55" not in message and "pinned-relay-token-77" not in message
+        assert [p.name for p in versions.iterdir()] == [revision]
+    finally:
+        terminate(relay)
