@@ -98,6 +98,9 @@ class Config:
     oss_env_access_key_secret: str | None = field(default=None, repr=False)
     oss_env_session_token: str | None = field(default=None, repr=False)
     azure_connection_string: str | None = field(default=None, repr=False)
+    # The variables the cloud SDKs' credential chains read (AWS_*, GOOGLE_*, AZURE_*, ...):
+    # the s3/gcs/azureblob sources watch the credential files they name.
+    sdk_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     # git-sync mode (docs/reference.md §7).
     gitsync_mode: bool = False
     first_sync_must_succeed: bool = False
@@ -313,6 +316,7 @@ def build(
         oss_env_access_key_secret=environ.get("OSS_ACCESS_KEY_SECRET") or None,
         oss_env_session_token=environ.get("OSS_SESSION_TOKEN") or None,
         azure_connection_string=environ.get("AZURE_STORAGE_CONNECTION_STRING") or None,
+        sdk_env={k: v for k, v in environ.items() if k.startswith(SDK_ENV_PREFIXES)},
         gitsync_mode=gitsync_mode,
         first_sync_must_succeed=first_sync_must_succeed,
         notices=notices,
@@ -325,6 +329,7 @@ def build(
     return cfg
 
 
+SDK_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "STORAGE_EMULATOR_HOST", "AZURE_")
 SECRET_ENV = frozenset(
     {
         "OSS_ACCESS_KEY_ID",

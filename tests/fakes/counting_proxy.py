@@ -46,7 +46,8 @@ HOP_BY_HOP = frozenset(
 
 
 class RecordedRequest(NamedTuple):
-    """A request as the proxy received it; ``path`` is decoded, ``query`` parsed."""
+    """A request as the proxy received it; ``path`` is decoded, ``query`` parsed, ``headers``
+    keyed by lower-case name."""
 
     kind: str
     method: str
@@ -233,7 +234,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         path = unquote(parts.path)
-        headers = {k: v for k, v in self.headers.items()}
+        headers = {k.lower(): v for k, v in self.headers.items()}
         request = RecordedRequest(
             owner.classify(self.command, path, query), self.command, path, query, headers
         )

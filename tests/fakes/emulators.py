@@ -169,10 +169,60 @@ def s3_kind(method: str, path: str, query: Mapping[str, str]) -> str:
         return "list"
     if method == "GET":
         return "get"
-    return method.lower()
+    return f"other-{method.lower()}"
 
 
 # -- GCS: gcp-storage-emulator -----------------------------------------------------------------
+
+
+class GcsEmulator:
+    """gcp-storage-emulator's storage and request handler, in memory, on loopback.
+
+    Its own ``create_server`` serves one request at a time (``http.server.HTTPServer``), and
+    its storage rewrites a JSON dump of every object's metadata after each write (quadratic
+    when seeding thousands of objects). Here the same handler runs on a threading server and,
+    the storage being in memory only, that dump (read back only at start-up) is skipped.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def start(self) -> GcsEmulator:
+        from functools import partial
+        from http.server import ThreadingHTTPServer
+
+        from gcp_storage_emulator.server import RequestHandler
+        from gcp_storage_emulator.storage import Storage
+
+        class MemoryStorage(Storage):  # type: ignore[misc]
+            def _write_config_to_file(self) -> None:
+                pass  # in memory: nothing reads it back
+
+        storage = MemoryStorage(use_memory_fs=True)
+        self._server = ThreadingHTTPServer(
+            ("127.0.0.1", self.port), partial(RequestHandler, storage)
+        )
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
 
 def gcs_kind(method: str, path: str, query: Mapping[str, str]) -> str:
@@ -185,7 +235,9 @@ def gcs_kind(method: str, path: str, query: Mapping[str, str]) -> str:
         return "list"
     if method == "GET" and "/o/" in path:
         return "stat"
-    return method.lower()
+    if method == "GET" and path.rstrip("/").rsplit("/", 2)[-2] == "b":
+        return "bucket"
+    return f"other-{method.lower()}"
 
 
 # -- Azure Blob: Azurite -----------------------------------------------------------------------
@@ -272,4 +324,4 @@ def azure_kind(method: str, path: str, query: Mapping[str, str]) -> str:
         return "list"
     if method == "GET" and not query.get("restype") and not query.get("comp"):
         return "get"
-    return method.lower()
+    return f"other-{method.lower()}"

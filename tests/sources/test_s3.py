@@ -56,7 +56,7 @@ def test_multipart_object_is_verified_by_size_and_fetched_with_if_match(
     assert result.result == "published", result.error
     assert published_files(tmp_path / "root") == {"big/model.bin": data}
     gets = [r for r in s3.fake.requests if r.kind == "get"]
-    assert len(gets) == 2 and all(r.headers.get("If-Match") == etag for r in gets)
+    assert len(gets) == 2 and all(r.headers.get("if-match") == etag for r in gets)
 
 
 def test_single_part_body_is_checked_against_its_md5_etag(s3: S3StoreEnv, tmp_path: Path) -> None:
