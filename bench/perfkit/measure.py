@@ -1,0 +1,83 @@
+"""Running one measured command: wall time, CPU of its whole process tree, peak RSS.
+
+Every command is a child of the harness, waited for with ``os.wait4``: ``ru_utime + ru_stime``
+covers the child and every descendant it reaped; ``ru_maxrss`` is the largest single process
+of that tree (Linux reports the maximum), but never below the harness's own at fork time, so
+it is only reported for baselines whose processes are far larger than the harness (git). For
+dagsync itself, ``launcher.py`` reports the process's own ``VmHWM``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LAUNCHER = Path(__file__).with_name("launcher.py")
+
+
+@dataclass(frozen=True)
+class Run:
+    wall: float
+    cpu: float
+    tree_rss_mb: float  # largest process of the tree (see the module docstring)
+    own_rss_mb: float | None = None  # dagsync's own process, from the launcher
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class CommandFailed(SystemExit):
+    pass
+
+
+def dagsync_argv(*args: str) -> list[str]:
+    """``dagsync ARGS`` through the launcher, so its own peak RSS is known."""
+    return [sys.executable, str(LAUNCHER), *args]
+
+
+def run(argv: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> Run:
+    """Run ``argv`` to completion; exit status other than 0 stops the harness with its output."""
+    with tempfile.NamedTemporaryFile(prefix="perf-rss-") as rss, tempfile.TemporaryFile() as log:
+        child_env = {**env, "PERF_RSS_FILE": rss.name}
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            list(argv), env=child_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-3000:]
+            raise CommandFailed(f"exit {code}: {' '.join(argv)}\n{tail}")
+        text = Path(rss.name).read_text().strip()
+    own = int(text) / 1024 if text else None
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, own)
+
+
+def alternate(reps: int, contenders: dict[str, Callable[[int], Run]]) -> dict[str, list[Run]]:
+    """Each repetition runs every contender once; the order rotates so none always goes first."""
+    names = list(contenders)
+    out: dict[str, list[Run]] = {name: [] for name in names}
+    for rep in range(reps):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            out[name].append(contenders[name](rep))
+    return out
+
+
+def median(runs: Sequence[Run], attr: str = "wall") -> float:
+    values = [getattr(r, attr) if attr in Run.__dataclass_fields__ else r.extra[attr] for r in runs]
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else float("nan")
+
+
+def spread(runs: Sequence[Run], attr: str = "wall") -> str:
+    """``median (min–max)`` in seconds, for the detail lines."""
+    values = sorted(getattr(r, attr) for r in runs)
+    return f"{statistics.median(values):.2f} s ({values[0]:.2f}–{values[-1]:.2f}, n={len(values)})"
