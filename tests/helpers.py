@@ -189,6 +189,26 @@ def leftovers(root: Path, link: str = "current") -> list[str]:
     return found
 
 
+def files_in_staging(root: Path) -> int:
+    """Files written so far into the trees being built."""
+    staging = root / ".dagsync" / "staging"
+    count = 0
+    try:
+        for folder in staging.iterdir():
+            for _, _, names in os.walk(folder):
+                count += len(names)
+    except FileNotFoundError:
+        return 0
+    return count
+
+
+def cache_debris(root: Path) -> list[str]:
+    """What an interrupted git leaves in the cache repository: locks, temporary packs."""
+    cache = root / ".dagsync" / "cache"
+    patterns = ("**/*.lock", "**/tmp_pack_*", "**/tmp_obj_*", "**/gc.pid")
+    return sorted(str(p.relative_to(cache)) for pattern in patterns for p in cache.glob(pattern))
+
+
 def revision_folders(root: Path) -> list[str]:
     revisions = root / ".dagsync" / "revisions"
     return sorted(p.name for p in revisions.iterdir() if p.is_dir())
@@ -219,9 +239,14 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def kill_tree(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
+def kill_tree(
+    proc: subprocess.Popen[str],
+    sig: int = signal.SIGKILL,
+    inspect: Callable[[list[int]], object] | None = None,
+) -> None:
     """Send ``sig`` to ``proc`` and every descendant, as a container's kill does: freeze the
-    tree first so nothing forks in between."""
+    tree first so nothing forks in between. ``inspect(pids)`` looks at the frozen tree (what
+    it was doing at the moment of the kill) before the signal goes out."""
     pids = [proc.pid]
     for _ in range(3):
         for pid in pids:
@@ -229,10 +254,14 @@ def kill_tree(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
         pids = [proc.pid, *descendants(proc.pid)]
     for pid in pids:
         _signal(pid, signal.SIGSTOP)
-    for pid in reversed(pids):
-        _signal(pid, sig)
-    for pid in pids:
-        _signal(pid, signal.SIGCONT)
+    try:
+        if inspect is not None:
+            inspect(pids)
+    finally:
+        for pid in reversed(pids):
+            _signal(pid, sig)
+        for pid in pids:
+            _signal(pid, signal.SIGCONT)
     proc.wait(timeout=10)
 
 

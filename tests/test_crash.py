@@ -17,9 +17,11 @@ import pytest
 from tests.gitservers import Repo
 from tests.helpers import (
     assert_published,
+    cache_debris,
     client_env,
     dagsync,
     descendants,
+    files_in_staging,
     files_of,
     kill_tree,
     leftovers,
@@ -56,24 +58,6 @@ def git_fetch_running(pid: int) -> bool:
         if b"fetch" in cmdline or b"upload-pack" in cmdline or b"index-pack" in cmdline:
             return True
     return False
-
-
-def files_in_staging(root: Path) -> int:
-    staging = root / ".dagsync" / "staging"
-    count = 0
-    try:
-        for folder in staging.iterdir():
-            for _, _, names in os.walk(folder):
-                count += len(names)
-    except FileNotFoundError:
-        return 0
-    return count
-
-
-def cache_debris(root: Path) -> list[str]:
-    cache = root / ".dagsync" / "cache"
-    patterns = ("**/*.lock", "**/tmp_pack_*", "**/tmp_obj_*", "**/gc.pid")
-    return sorted(str(p.relative_to(cache)) for pattern in patterns for p in cache.glob(pattern))
 
 
 @pytest.mark.timeout(120)

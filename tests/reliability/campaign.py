@@ -4,6 +4,7 @@ through the contract suite's environments."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import threading
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import descendants
 
@@ -129,3 +131,100 @@ def walk_files(folder: Path) -> Iterator[Path]:
     for dirpath, _dirs, files in os.walk(folder, followlinks=True):
         for name in files:
             yield Path(dirpath) / name
+
+
+# --- sources a campaign syncs from --------------------------------------------------------
+
+
+class Feed:
+    """A source dagsync syncs from, and how the campaign writes generations into it. Every file
+    of generation G starts and ends with ``# generation G`` (a torn or mixed tree shows)."""
+
+    name: str
+
+    def __init__(self, files: int, file_bytes: int) -> None:
+        self.files = files
+        self.file_bytes = file_bytes
+        self.generation = -1
+        self.expected: dict[str, str] = {}
+
+    def content(self, generation: int, rand: random.Random) -> dict[str, str]:
+        out = {}
+        for i in range(self.files):
+            marker = f"# generation {generation}"
+            body = rand.randbytes(self.file_bytes // 2).hex()
+            out[f"dags/d{i % 10}/f{i}.py"] = f"{marker}\nX = {body!r}\n{marker}\n"
+        return out
+
+    def next_generation(self, rand: random.Random) -> dict[str, str]:
+        """Replace every file with the next generation's; returns the expected tree."""
+        self.generation += 1
+        files = self.content(self.generation, rand)
+        self.write(files)
+        self.expected = files
+        return files
+
+    def write(self, files: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def args(self) -> list[str]:
+        raise NotImplementedError
+
+    def environ(self) -> dict[str, str]:
+        return {}
+
+    def revision(self) -> str | None:
+        """The revision id dagsync must publish, when the source names one (git)."""
+        return None
+
+
+class GitFeed(Feed):
+    name = "git"
+
+    def __init__(self, repo: Any, files: int, file_bytes: int, url: str | None = None) -> None:
+        super().__init__(files, file_bytes)
+        self.repo = repo
+        self.url = url or repo.file_url
+
+    def write(self, files: dict[str, str]) -> None:
+        for path, text in files.items():
+            self.repo.write(path, text)
+        self.repo.commit(f"generation {self.generation}")
+        self.repo.push()
+
+    def args(self) -> list[str]:
+        return ["--repo", self.url]
+
+    def revision(self) -> str | None:
+        return str(self.repo.head())
+
+
+class StoreFeed(Feed):
+    """A store fake (OSS or Azure Files) through the contract suite's environment."""
+
+    def __init__(self, env: Any, files: int, file_bytes: int) -> None:
+        super().__init__(files, file_bytes)
+        self.env = env
+        self.name = env.source
+
+    def write(self, files: dict[str, str]) -> None:
+        for path, text in files.items():
+            self.env.put(path, text.encode())
+
+    def args(self) -> list[str]:
+        args = ["--source", self.env.source]
+        for attr, value in self.env.options().items():
+            for item in value if isinstance(value, list | tuple) else [value]:
+                args += [f"--{attr.replace('_', '-')}", str(item)]
+        return args
+
+    def environ(self) -> dict[str, str]:
+        return dict(self.env.environ())
+
+
+def store_env(name: str, tmp_path: Path) -> Any:
+    """The contract suite's running environment for store ``name`` (``oss``, ``azure``)."""
+    module = importlib.import_module(f"tests.sources.store_env_{name}")
+    env = module.STORE_ENV(tmp_path)
+    env.start()
+    return env
