@@ -146,6 +146,14 @@ def assert_no_secret_anywhere(channel: Channel, evidence: Evidence) -> None:
     ]
     hits += [(where, MARK) for where, text in evidence.places() if MARK.encode() in text]
     assert hits == [], hits
+    searched = sum(len(text) for _where, text in evidence.places())
+    names = sorted(
+        {argv.split(b"\0")[0].decode(errors="replace") for _p, argv in evidence.children}
+    )
+    print(
+        f"\nsecrets {len(secrets)}: {len(evidence.children)} child processes sampled "
+        f"({', '.join(names)}), {len(evidence.bodies)} endpoints, {searched} bytes searched, 0 hits"
+    )
     seen = b" ".join(argv for _pid, argv in evidence.children)
     for word in channel.child_words:  # the sampler did see the children that hold secrets
         assert word.encode() in seen, (word, seen[:2000])
