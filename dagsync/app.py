@@ -99,7 +99,7 @@ class App:
     def _prepare(self) -> None:
         with self.store.locked():
             self.store.prepare()
-            probe_root(self.store.root, self.store.state_dir)
+            probe_root(self.store.root, self.store.state_dir, self.store.link)
         current = self.store.published()
         if current is not None:
             published_at = self.store.read_state().get("published_at")

@@ -30,11 +30,20 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 _CLASH = (errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
 
 
-def write_error(exc: OSError, path: str, need_bytes: int | None = None) -> WriteFailed:
+def _mb(size: int) -> int:
+    return max(1, -(-size // MB))
+
+
+def write_error(
+    exc: OSError, path: str, need_bytes: int | None = None, file_bytes: int | None = None
+) -> WriteFailed:
     """One line naming the published path (never the staging folder) and what to do."""
     code = exc.errno
     if code in _FULL:
-        need = f"; this revision needs ~{max(1, -(-need_bytes // MB))} MB" if need_bytes else ""
+        if need_bytes:
+            need = f"; this revision needs ~{_mb(need_bytes)} MB"
+        else:
+            need = f" ({_mb(file_bytes)} MB)" if file_bytes else ""
         what = "no space left on device" if code == errno.ENOSPC else "disk quota exceeded"
         return WriteFailed(f"{what} writing {path}{need}: free space under --root", path)
     if code == errno.ENAMETOOLONG:
@@ -53,22 +62,25 @@ def write_error(exc: OSError, path: str, need_bytes: int | None = None) -> Write
 class _Sink(io.BufferedWriter):
     """A temp file whose write errors name the published path they were for."""
 
-    def __init__(self, tmp: Path, path: str, need_bytes: int | None) -> None:
+    def __init__(self, tmp: Path, entry: Entry, need_bytes: int | None) -> None:
         super().__init__(io.FileIO(tmp, "w"))
-        self.published_path = path
+        self.entry = entry
         self.need_bytes = need_bytes
+
+    def _error(self, exc: OSError) -> WriteFailed:
+        return write_error(exc, self.entry.path, self.need_bytes, self.entry.size)
 
     def write(self, data: Any) -> int:
         try:
             return super().write(data)
         except OSError as exc:
-            raise write_error(exc, self.published_path, self.need_bytes) from None
+            raise self._error(exc) from None
 
     def flush(self) -> None:
         try:
             super().flush()
         except OSError as exc:
-            raise write_error(exc, self.published_path, self.need_bytes) from None
+            raise self._error(exc) from None
 
 
 class TreeWriter:
@@ -158,7 +170,7 @@ class TreeWriter:
         # .parts belongs to this writer alone, so a counter names temp files uniquely.
         tmp = self.parts / str(next(self._serial))
         with self._writing(entry.path):
-            fh = _Sink(tmp, entry.path, self.need_bytes)
+            fh = _Sink(tmp, entry, self.need_bytes)
         placed = False
         try:
             yield fh
@@ -215,4 +227,5 @@ class TreeWriter:
             parts = parent.split("/")
             folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
         for folder in folders:  # each once, however many files share it
-            os.chmod(self.dest / folder, DIR_MODE)
+            with self._writing(folder or "the revision"):
+                os.chmod(self.dest / folder, DIR_MODE)

@@ -497,6 +497,12 @@ class FakeAzureFiles:
             self.account, share, self.key, permission=permission, expiry=expiry, start=start
         )
 
+    def rotate_key(self, key: str) -> None:
+        """Accept only ``key`` (base64) from now on, as an account key rotation does."""
+        with self._lock:
+            self._key_bytes = base64.b64decode(key)
+            self.key = key
+
     # -- state ----------------------------------------------------------------------------------
     def create_share(self, name: str) -> None:
         with self._lock:

@@ -130,3 +130,24 @@ def test_something_of_the_users_at_the_link_is_refused_before_fetching(
     # Refused before anything was fetched: no cached repository, no revision.
     assert not (root / ".dagsync" / "cache" / "git" / "repo.git").exists()
     assert os.listdir(root / ".dagsync" / "revisions") == []
+
+
+def test_a_local_folder_with_a_loop_link_is_rejected_and_the_old_tree_kept(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # The rule is a check on the manifest, so it holds for every source, not only git.
+    src = tmp_path / "src"
+    (src / "dags").mkdir(parents=True)
+    (src / "dags" / "a.py").write_text("a = 1\n")
+    root = tmp_path / "root"
+    args = ("once", "--source", "local", "--local-path", src, "--root", root)
+    assert dagsync(*args, env=env).returncode == 0
+    good = link_target(root)
+    os.symlink("..", src / "dags" / "up")
+
+    run = dagsync(*args, env=env)
+
+    assert run.returncode == 1, run
+    errors = error_lines(run.stderr)
+    assert len(errors) == 1 and "rejected" in errors[0] and "'dags/up'" in errors[0], run.stderr
+    assert link_target(root) == good

@@ -242,3 +242,19 @@ def test_azure_endpoint_that_does_not_speak_http_is_one_clear_error(
     run = az_once(az, root, "--sync-timeout", "4s")
 
     assert_refused(run, root, before, f"azure share '{SHARE}'")
+
+
+def test_a_file_at_the_link_is_refused_before_listing_or_downloading(
+    oss: FakeOss, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "current").write_text("left by an old cron job\n")
+    oss.clear_requests()
+
+    run = oss_once(oss, root)
+
+    assert run.returncode == 1, run.stderr
+    assert f"--link: {root / 'current'} exists and is a regular file" in run.stderr
+    assert (root / "current").read_text() == "left by an old cron job\n"
+    assert oss.requests == []  # nothing listed, nothing downloaded

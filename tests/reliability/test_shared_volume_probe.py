@@ -100,6 +100,7 @@ def test_a_root_that_cannot_hold_the_link_is_refused_in_one_line_at_start_up(
         assert oss.requests == []  # before any network access
     assert not (root / "current").exists()
     assert [p.name for p in (root / ".dagsync").iterdir() if p.name.startswith(".probe")] == []
+    assert [p.name for p in root.iterdir() if p.name.startswith(".current.tmp")] == []
 
 
 def test_a_root_without_hard_links_publishes_with_copies_after_one_info_line(
