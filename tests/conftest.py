@@ -9,10 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# Property tests assert values, not speed: on a loaded 2-core CI machine a first example can take
+# longer than hypothesis' default 200 ms deadline, which is a flake, not a finding.
+settings.register_profile("dagsync", deadline=None)
+settings.load_profile("dagsync")
 
 pytest_plugins = [
     name for name in ("tests.gitservers",) if importlib.util.find_spec(name) is not None
