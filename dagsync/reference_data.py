@@ -114,6 +114,30 @@ ENDPOINTS = (
         "`once`",
     ),
     (
+        "`GET /v1/revisions`",
+        "run --serve-revisions",
+        'JSON `{"current": ID, "revisions": [{"id", "published_at", "files", "bytes"}, …]}`, '
+        "newest first: the revisions on disk; 401 without the `--serve-token-file` bearer token",
+    ),
+    (
+        "`GET /v1/revisions/ID/manifest`",
+        "run --serve-revisions",
+        'JSON `{"id", "source", "entries": [{"path", "size", "mode", "sha256" or "target"}]}`; '
+        "404 when ID is not on disk",
+    ),
+    (
+        "`GET /v1/revisions/ID/files/PATH`",
+        "run --serve-revisions",
+        "the file's bytes, `ETag` = its sha256; PATH percent-encoded and relative; `..`, "
+        "absolute or NUL → 400; unknown or a symlink leading out → 404",
+    ),
+    (
+        "`GET /v1/revisions/ID/archive.tar`",
+        "run --serve-revisions",
+        "the whole revision as a POSIX tar stream (modes 0644/0755, symlinks as symlinks); gzip "
+        "with `Accept-Encoding: gzip`; a revision being streamed is not deleted under it",
+    ),
+    (
         "`GET /`",
         "git-sync mode",
         "only when started with git-sync's variables: 503 until the first publish, 200 after",
