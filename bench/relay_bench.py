@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/relay_bench.py                       # 2,000 files / 30 MB
     .venv/bin/python bench/relay_bench.py --workers 20 --slow-clients 200 --slow-seconds 5
+    .venv/bin/python bench/relay_bench.py --dir /dev/shm       # the same without the disk
 
 1. baselines in the same run: ``dagsync version`` (interpreter and import start-up) and ``dagsync
    once --source local`` of the same tree into a fresh root (the disk's cost of writing it);
@@ -64,6 +65,13 @@ def proc_status(pid: int) -> dict[str, int]:
             if key in ("VmRSS", "VmHWM", "Threads"):
                 out[key] = int(value.split()[0])
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process (its threads included)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -197,8 +205,15 @@ def main() -> None:
     ap.add_argument("--slow-clients", type=int, default=200)
     ap.add_argument("--slow-seconds", type=float, default=5.0)
     ap.add_argument("--slow-rate", type=int, default=64 * 1024, help="bytes/s while slow")
+    ap.add_argument(
+        "--dir",
+        default=None,
+        help="where the trees are written (default: the system temp dir; /dev/shm takes the "
+        "disk's per-file cost out of the figures)",
+    )
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-", dir=args.dir))
+    print(f"trees under {tmp}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSYNC_")}
     env["PYTHONPATH"] = str(REPO)
     relay = None
@@ -267,7 +282,9 @@ def main() -> None:
         stop = threading.Event()
         sampler = threading.Thread(target=sample_relay, args=(relay.pid, stop, samples))
         sampler.start()
+        relay_cpu = cpu_seconds(relay.pid)
         walls = cold_workers(args.workers, url, tmp, env, "w")
+        relay_cpu = cpu_seconds(relay.pid) - relay_cpu
         stop.set()
         sampler.join()
         print(
@@ -276,7 +293,8 @@ def main() -> None:
         )
         print(
             f"          relay RSS max {max(s['VmRSS'] for s in samples) / 1024:.1f} MB, "
-            f"threads max {max(s['Threads'] for s in samples)}"
+            f"threads max {max(s['Threads'] for s in samples)}, "
+            f"CPU {relay_cpu:.2f} s ({relay_cpu / args.workers * 1000:.0f} ms per worker)"
         )
         for i in range(args.workers):
             shutil.rmtree(tmp / f"w-{i}", ignore_errors=True)
@@ -335,6 +353,7 @@ def slow_phase(pid: int, port: int, revision: str, args: argparse.Namespace) -> 
             results = None
     clients.join()
     took = time.monotonic() - t0
+    print(f"          load average now {os.getloadavg()[0]:.1f}")
     done = [r for r in results if "bytes" in r]
     busy = sum(r.get("busy", 0) for r in results)
     print(

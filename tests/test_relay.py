@@ -5,6 +5,7 @@ status``, exit codes, output and the relay's metrics."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import io
@@ -319,6 +320,31 @@ def test_traversal_is_refused_before_any_file_is_opened(
     status, body = relay.raw(files + "dags/alias.py")
     assert body == (git_repo.work / "dags/a.py").read_bytes()
     assert relay.served("files", "400") == 6
+    # gzip on request: the same tar, compressed.
+    status, plain = relay.raw(f"/v1/revisions/{first}/archive.tar")
+    status_gz, packed = relay.raw(
+        f"/v1/revisions/{first}/archive.tar", **{"Accept-Encoding": "gzip"}
+    )
+    assert status == status_gz == 200 and len(packed) < len(plain)
+    assert gzip.decompress(packed) == plain
+
+
+def test_a_dagsync_that_does_not_serve_is_named(
+    git_repo: Repo, env: dict[str, str], tmp_path: Path
+):
+    (tmp_path / "plain").mkdir()
+    plain = Dagsync(
+        tmp_path / "plain",
+        ["--repo", git_repo.file_url, "--root", str(tmp_path / "plain-root"), "--period", "1h"]
+        + ["--http-bind", "127.0.0.1:{port}"],
+        env,
+    )
+    try:
+        result = worker(Relay(plain, None), tmp_path / "w", env)
+    finally:
+        plain.stop()
+    assert result.returncode == 1, result
+    assert "--serve-revisions" in result.stderr and "Traceback" not in result.output
 
 
 def test_bearer_token_required_and_rotated(

@@ -215,3 +215,30 @@ def test_tar_reader_refuses_damaged_streams():
     damaged[10] ^= 0x20  # a name byte: the header checksum no longer matches
     with pytest.raises(TarFormatError):
         list(TarReader(io.BytesIO(bytes(damaged))).members())
+
+
+def test_sums_of_hard_linked_unchanged_files_are_not_read_again(store: RevisionStore):
+    publish(store, "r1", {"same.py": b"old = 1\n", "changed.py": b"v1\n"}, 1.0)
+    sums = RevisionSums(store)
+    first = sums.get("r1")
+    assert first is not None
+    staging = store.new_staging()
+    os.link(first.folder / "same.py", staging / "same.py")  # as TreeWriter.reuse does
+    (staging / "changed.py").write_bytes(b"v2\n")
+    os.symlink("same.py", staging / "link.py")
+    entries = [
+        Entry("same.py", 8, "t1"),
+        Entry("changed.py", 3, "t2"),
+        Entry("link.py", 7, "", MODE_SYMLINK, "same.py"),
+    ]
+    store.publish(staging, "r2", Manifest.of(entries), "local", 2.0)
+    # Same inode, size and mtime, other bytes: only a file that is read again would notice.
+    same = first.folder / "same.py"
+    st = same.stat()
+    same.chmod(0o644)
+    same.write_bytes(b"new = 2\n")
+    os.utime(same, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = sums.get("r2")
+    assert second is not None
+    assert second.sha256["same.py"] == first.sha256["same.py"]
+    assert second.sha256["changed.py"] == hashlib.sha256(b"v2\n").hexdigest()

@@ -157,7 +157,7 @@ class RelaySource(ObjectStoreSource):
             return self._retrying(get, deadline, path)
         except ValueError as exc:
             raise SourceError(f"{self.describe()}: {path} is not JSON: {exc}") from None
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise Unavailable(f"{self.describe()}: {path}: {exc}") from None
 
     # -- listing ---------------------------------------------------------------------------
@@ -178,7 +178,13 @@ class RelaySource(ObjectStoreSource):
         return Plan(revision, plan.manifest, {**plan.detail, "upstream": upstream})
 
     def _current(self, deadline: float) -> str:
-        doc = self._json("/v1/revisions", deadline)
+        try:
+            doc = self._json("/v1/revisions", deadline)
+        except NotOnRelay:
+            raise SourceError(
+                f"{self.describe()} does not serve revisions (is it a dagsync run "
+                "--serve-revisions?)"
+            ) from None
         current = doc.get("current") if isinstance(doc, dict) else None
         if not isinstance(current, str) or not _REVISION_ID.match(current):
             raise SourceError(f"{self.describe()} has no published revision yet")
