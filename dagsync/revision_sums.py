@@ -3,7 +3,9 @@
 Computed once per revision and stored beside it as ``revisions/<id>.sha256.json`` (written
 atomically), tagged with the digest of the manifest it describes, so a revision rebuilt under
 the same id (another --subpath) is summed again; never recomputed per request. Revisions
-published before serving was on are summed lazily, once, on their first request.
+published before serving was on are summed lazily, once, on their first request. Files a new
+revision hard-links from the one summed before (same inode, size and mtime: published trees are
+never modified) reuse its sums, so summing costs what changed, not the whole tree.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class ServedRevision:
     sha256: dict[str, str] = field(default_factory=dict)
     by_path: dict[str, Entry] = field(default_factory=dict)
     manifest_doc: bytes = b""
+    tar_headers: list[bytes] | None = None  # computed on the first archive request
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -59,6 +62,7 @@ class RevisionSums:
         self._lock = threading.Lock()
         self._computing: dict[str, threading.Lock] = {}
         self._cache: OrderedDict[str, ServedRevision] = OrderedDict()
+        self._known: dict[tuple[int, int, int, int], str] = {}  # file identity -> sha256
 
     def manifest_only(self, revision: str) -> ServedRevision | None:
         """The revision's manifest (cheap: no file is read)."""
@@ -116,14 +120,20 @@ class RevisionSums:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
         folder = os.open(served.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        sums = {}
+        known: dict[tuple[int, int, int, int], str] = {}
         try:
-            sums = {
-                e.path: hash_file(folder, e.path)
-                for e in served.manifest.entries
-                if not e.is_symlink
-            }
+            for e in served.manifest.entries:
+                if e.is_symlink:
+                    continue
+                st = os.stat(e.path, dir_fd=folder, follow_symlinks=False)
+                key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                # An unchanged file is a hard link to the previous revision's: summed already.
+                sums[e.path] = self._known.get(key) or hash_file(folder, e.path)
+                known[key] = sums[e.path]
         finally:
             os.close(folder)
+        self._known = known  # only the newest revision's, so memory stays one revision's
         doc = {"version": SUMS_VERSION, "manifest": digest, "sha256": sums}
         write_atomic(path, json.dumps(doc, separators=(",", ":")))
         return sums

@@ -30,12 +30,12 @@ from dagsync.manifest import MODE_EXEC, Entry, safe_path
 from dagsync.metrics import ServeMetrics
 from dagsync.revision_sums import RevisionSums, ServedRevision
 from dagsync.store import RevisionStore
-from dagsync.tarstream import Channel, Sink, write_tar
+from dagsync.tarstream import Channel, Sink, tar_headers, write_tar
 from dagsync.trigger import SecretFile
 
 log = logging.getLogger(__name__)
 
-MAX_STREAMS = 64  # concurrent /v1/ responses; more get 503 and retry (the relay source does)
+MAX_STREAMS = 32  # concurrent /v1/ responses; more get 503 and retry (the relay source does)
 RETRY_AFTER_SECONDS = 1
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
 _REVISION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -113,11 +113,16 @@ def resolve_entry(by_path: dict[str, Entry], path: str) -> Entry | None:
 
 
 def wants_gzip(accept_encoding: str | None) -> bool:
+    """``Accept-Encoding`` names gzip with a q-value above zero (or none)."""
     for item in (accept_encoding or "").split(","):
-        name, _, params = item.strip().partition(";")
-        if name.strip().lower() == "gzip":
-            q = params.strip().lower().removeprefix("q=")
-            return not q or q.startswith("q") or _positive(q)
+        name, *params = (part.strip() for part in item.split(";"))
+        if name.lower() != "gzip":
+            continue
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                return _positive(value.strip())
+        return True
     return False
 
 
@@ -179,6 +184,8 @@ class RevisionServer:
         if req.endpoint == "revisions":
             return self._json(out, self.listing(), head)
         assert req.revision is not None
+        if not (self.store.revisions / req.revision).is_dir():  # no lease file for a stranger
+            raise BadRequest(404, f"revision {req.revision} is not on disk")
         with self.store.lease(req.revision):
             served = self.sums.get(req.revision)
             if served is None:
@@ -259,7 +266,9 @@ class RevisionServer:
             if not head:
                 sink = Sink(out, gzip=gzip)
                 try:
-                    write_tar(sink, folder, served.manifest.entries)
+                    if served.tar_headers is None:
+                        served.tar_headers = tar_headers(folder, served.manifest.entries)
+                    write_tar(sink, folder, served.manifest.entries, served.tar_headers)
                 finally:
                     self.metrics.sent(sink.sent)
         finally:

@@ -91,6 +91,24 @@ class TreeWriter:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
 
+    @contextmanager
+    def create(self, entry: Entry) -> Iterator[BinaryIO]:
+        """Like :meth:`open`, but writing the final path directly, one rename per file less:
+        only for a tree this writer builds from nothing, in order, where a failure discards
+        the whole staging folder (a cold fetch from one stream)."""
+        fd = os.open(
+            self._target(entry.path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+        with open(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            size = os.fstat(fd).st_size
+            if size != entry.size:
+                raise SourceError(
+                    f"{entry.path}: got {size} bytes, expected {entry.size}", entry.path
+                )
+            os.fchmod(fd, MODE_EXEC if entry.mode == MODE_EXEC else 0o644)
+
     def write_bytes(self, entry: Entry, data: bytes) -> None:
         if entry.mode == MODE_SYMLINK:
             self.symlink(Entry(entry.path, entry.size, entry.token, entry.mode, data.decode()))

@@ -10,13 +10,13 @@ The standard library's ``http.client`` keeps start-up cheap; the token is never 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
 import json
 import logging
 import re
-import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -25,10 +25,11 @@ from urllib.parse import quote, urlsplit
 from dagsync import __version__
 from dagsync.config import Config
 from dagsync.errors import ConfigError, SourceError, UnsafePath
-from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, diff, safe_path
+from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, Entry, diff, safe_path
 from dagsync.redact import read_secret_file, redact_url, register_url_credentials
 from dagsync.sources.base import FetchStats, Plan, Published
 from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
+from dagsync.tarstream import Member, TarFormatError, TarReader
 from dagsync.timing import remaining
 from dagsync.tree import TreeWriter
 
@@ -39,6 +40,9 @@ T = TypeVar("T")
 REQUEST_TIMEOUT_SECONDS = 60.0  # per connect and per socket read, never past the deadline
 CHUNK_BYTES = 256 * 1024
 READ_BUFFER_BYTES = 1 << 20
+# A busy relay answers 503 (Retry-After) and a restarting one refuses connections: keep trying
+# for about two minutes (backoff capped at 5 s), never past --sync-timeout.
+RETRY_ATTEMPTS = 30
 MODES = {"file": MODE_FILE, "exec": MODE_EXEC, "symlink": MODE_SYMLINK}
 _REVISION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -133,7 +137,12 @@ class RelaySource(ObjectStoreSource):
 
     def _retrying(self, call: Callable[[], T], deadline: float, what: str) -> T:
         return call_with_retries(
-            call, transient=is_transient, deadline=deadline, what=what, stop=self.cancelled
+            call,
+            transient=is_transient,
+            deadline=deadline,
+            what=what,
+            attempts=RETRY_ATTEMPTS,
+            stop=self.cancelled,
         )
 
     def _json(self, path: str, deadline: float) -> Any:
@@ -148,7 +157,7 @@ class RelaySource(ObjectStoreSource):
             return self._retrying(get, deadline, path)
         except ValueError as exc:
             raise SourceError(f"{self.describe()}: {path} is not JSON: {exc}") from None
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise Unavailable(f"{self.describe()}: {path}: {exc}") from None
 
     # -- listing ---------------------------------------------------------------------------
@@ -169,7 +178,13 @@ class RelaySource(ObjectStoreSource):
         return Plan(revision, plan.manifest, {**plan.detail, "upstream": upstream})
 
     def _current(self, deadline: float) -> str:
-        doc = self._json("/v1/revisions", deadline)
+        try:
+            doc = self._json("/v1/revisions", deadline)
+        except NotOnRelay:
+            raise SourceError(
+                f"{self.describe()} does not serve revisions (is it a dagsync run "
+                "--serve-revisions?)"
+            ) from None
         current = doc.get("current") if isinstance(doc, dict) else None
         if not isinstance(current, str) or not _REVISION_ID.match(current):
             raise SourceError(f"{self.describe()} has no published revision yet")
@@ -212,54 +227,94 @@ class RelaySource(ObjectStoreSource):
                 resp.close()
             verify(obj, out.tell(), digest.hexdigest())
 
-        self._retrying(get, deadline, f"download of {obj.key}")
+        try:
+            self._retrying(get, deadline, f"download of {obj.key}")
+        except (OSError, http.client.HTTPException) as exc:
+            raise SourceError(
+                f"download of {obj.key} from {self.describe()} failed: {exc}"
+            ) from None
 
     def _fetch_archive(self, plan: Plan, dest: Path, deadline: float) -> FetchStats:
+        """One archive stream; should it break, the files it did not deliver are fetched one
+        by one (what it delivered was verified already). A member that fails verification
+        fails the pass."""
         assert plan.manifest is not None
-        upstream: dict[str, RemoteObject] = plan.detail["upstream"]
-        published_as = {obj.key: path for path, obj in plan.detail["objects"].items()}
-        by_path = plan.manifest.by_path()
         writer = TreeWriter(dest, None)
         stats = FetchStats(manifest=plan.manifest)
+        done: set[str] = set()
         what = f"archive of {plan.revision} from {self.describe()}"
-        resp = self._retrying(
-            lambda: self._open(f"/v1/revisions/{quote(plan.revision)}/archive.tar", deadline),
-            deadline,
-            what,
-        )
+        try:
+            resp = self._retrying(
+                lambda: self._open(f"/v1/revisions/{quote(plan.revision)}/archive.tar", deadline),
+                deadline,
+                what,
+            )
+            try:
+                self._read_archive(plan, resp, writer, done, deadline)
+            finally:
+                resp.close()
+        except (EOFError, OSError, http.client.HTTPException) as exc:
+            log.info("archive broke, fetching the rest file by file what=%s error=%s", what, exc)
+        todo = [e for e in plan.manifest.entries if e.path not in done]
+        for entry in [e for e in todo if e.is_symlink]:
+            writer.symlink(entry)
+        files = [e for e in todo if not e.is_symlink]
+        self._download_all(writer, files, plan.detail["objects"], deadline)
+        stats.downloaded_files = sum(1 for e in plan.manifest.entries if not e.is_symlink)
+        stats.downloaded_bytes = plan.manifest.total_bytes
+        writer.finish()
+        return stats
+
+    def _read_archive(
+        self,
+        plan: Plan,
+        resp: http.client.HTTPResponse,
+        writer: TreeWriter,
+        done: set[str],
+        deadline: float,
+    ) -> None:
+        upstream: dict[str, RemoteObject] = plan.detail["upstream"]
+        published_as = {obj.key: path for path, obj in plan.detail["objects"].items()}
+        assert plan.manifest is not None
+        by_path = plan.manifest.by_path()
+        what = f"archive of {plan.revision} from {self.describe()}"
+        encoding = (resp.getheader("Content-Encoding") or "identity").lower()
+        if encoding != "identity":
+            raise SourceError(f"{what}: unexpected Content-Encoding {encoding}")
+        tar = TarReader(io.BufferedReader(resp, READ_BUFFER_BYTES))  # type: ignore[arg-type]
         seen: set[str] = set()
         try:
-            reader = io.BufferedReader(resp, READ_BUFFER_BYTES)  # type: ignore[arg-type]
-            with tarfile.open(fileobj=reader, mode="r|*") as tar:
-                for member in tar:
-                    remaining(deadline, what)
-                    key = checked_member(member, upstream, seen, self.describe())
-                    path = published_as.get(key)
-                    if path is None:
-                        continue  # left out by --subpath/--include/--exclude
-                    entry = by_path[path]
-                    if entry.is_symlink:
-                        writer.symlink(entry)
-                        continue
-                    source = tar.extractfile(member)
-                    assert source is not None
-                    with writer.open(entry) as out:
-                        digest = hashlib.sha256()
-                        while chunk := source.read(CHUNK_BYTES):
-                            digest.update(chunk)
-                            out.write(chunk)
-                        verify(upstream[key], out.tell(), digest.hexdigest())
-                    stats.downloaded_files += 1
-                    stats.downloaded_bytes += entry.size
-        except (tarfile.TarError, EOFError, OSError, http.client.HTTPException) as exc:
-            raise SourceError(f"{what} is broken: {exc}") from None
-        finally:
-            resp.close()
+            for member in tar.members():
+                remaining(deadline, what)
+                key = checked_member(member, upstream, seen, self.describe())
+                path = published_as.get(key)
+                if path is None:
+                    continue  # left out by --subpath/--include/--exclude
+                entry = by_path[path]
+                if entry.is_symlink:
+                    writer.symlink(entry)
+                else:
+                    self._write_member(tar, entry, upstream[key], writer)
+                done.add(path)
+        except TarFormatError as exc:
+            raise SourceError(f"{what} is damaged: {exc}") from None
         missing = sorted(set(upstream) - seen)
         if missing:
             raise SourceError(f"{what} ended without {missing[0]!r} ({len(missing)} missing)")
-        writer.finish()
-        return stats
+
+    @staticmethod
+    def _write_member(tar: TarReader, entry: Entry, obj: RemoteObject, writer: TreeWriter) -> None:
+        try:
+            with writer.create(entry) as out:
+                digest = hashlib.sha256()
+                while chunk := tar.read(CHUNK_BYTES):
+                    digest.update(chunk)
+                    out.write(chunk)
+                verify(obj, out.tell(), digest.hexdigest())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):  # a partial file: fetched again later
+                (writer.dest / entry.path).unlink()
+            raise
 
 
 def verify(obj: RemoteObject, size: int, sha256: str) -> None:
@@ -271,7 +326,7 @@ def verify(obj: RemoteObject, size: int, sha256: str) -> None:
 
 
 def checked_member(
-    member: tarfile.TarInfo, upstream: dict[str, RemoteObject], seen: set[str], where: str
+    member: Member, upstream: dict[str, RemoteObject], seen: set[str], where: str
 ) -> str:
     """The manifest key of an archive member whose type, mode and size match its entry."""
     try:
@@ -284,10 +339,10 @@ def checked_member(
         raise SourceError(f"{where}: archive holds {key!r} {reason}", key)
     seen.add(key)
     if obj.mode == MODE_SYMLINK:
-        if not member.issym() or member.linkname != obj.target:
+        if member.kind != "symlink" or member.linkname != obj.target:
             raise SourceError(f"{where}: {key}: not the symlink the manifest names", key)
         return key
-    if not member.isreg():
+    if member.kind != "file":
         raise SourceError(f"{where}: {key}: archive member is not a regular file", key)
     if bool(member.mode & 0o111) != (obj.mode == MODE_EXEC):
         raise SourceError(f"{where}: {key}: mode {oct(member.mode)} differs from the manifest", key)
