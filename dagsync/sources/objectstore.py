@@ -232,7 +232,13 @@ class ObjectStoreSource(ABC):
             if failures:
                 raise failures[0]  # type: ignore[misc]
             if len(done) != len(futures):
-                raise SyncTimeout(f"downloads from {self.describe()} exceeded --sync-timeout")
+                # Name what was still coming: an SDK's own waits (retries) may be the cause.
+                late = [e.path for e, f in zip(todo, futures, strict=True) if f not in done]
+                more = f" and {len(late) - 3} more" if len(late) > 3 else ""
+                raise SyncTimeout(
+                    f"downloads from {self.describe()} exceeded --sync-timeout (unfinished: "
+                    f"{', '.join(late[:3])}{more})"
+                )
         finally:
             self.cancelled.set()
             pool.shutdown(wait=True, cancel_futures=True)
