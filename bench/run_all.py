@@ -375,20 +375,13 @@ class Harness:
                 except (Exception, SystemExit) as exc:
                     traceback.print_exc()
                     message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-                    self.report.rows.append(
-                        Row(key, f"scenario {key}", f"failed: {message}", "", "", "", False)
-                    )
+                    failed = Row(key, f"scenario {key}", f"failed: {message}", "", "", "", False)
+                    self.report.rows.append(failed)
+                self.write(started)  # a report so far, should a later scenario hang
         finally:
             if self._git is not None:
                 self._git.close()
-        self.report.duration_s = time.monotonic() - started
-        missed = dict.fromkeys(r.num for r in self.report.rows if r.met is False)
-        self.report.notes = [
-            f"- **{num}**: {notes.WHERE_THE_TIME_GOES[num]}"
-            for num in missed
-            if num in notes.WHERE_THE_TIME_GOES
-        ]
-        self.out.write_text(report.markdown(self.report))
+        self.write(started)
         print(f"wrote {self.out} ({self.report.duration_s / 60:.1f} min)")
         for r in self.report.rows:
             print(
@@ -396,12 +389,28 @@ class Harness:
                 f"{report.verdict(r.met)}"
             )
 
+    def write(self, started: float) -> None:
+        self.report.duration_s = time.monotonic() - started
+        order = list(self.SCENARIOS)
+        self.report.rows.sort(key=lambda r: order.index(r.num) if r.num in order else len(order))
+        missed = dict.fromkeys(r.num for r in self.report.rows if r.met is False)
+        self.report.notes = [
+            f"- **{num}**: {notes.WHERE_THE_TIME_GOES[num]}"
+            for num in missed
+            if num in notes.WHERE_THE_TIME_GOES
+        ]
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(report.markdown(self.report))
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, one repetition")
     parser.add_argument("--only", default="", help="comma-separated scenarios: 1,2,3,4,5,6,keep")
     parser.add_argument("--reps", type=int, default=0, help="repetitions of the small scenarios")
+    parser.add_argument(
+        "--big-reps", type=int, default=0, help="repetitions of scenarios 2, 3 and 6 (default 3)"
+    )
     parser.add_argument("--out", type=Path, help="the report (default docs/performance.md)")
     parser.add_argument(
         "--profile",
@@ -414,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = replace(
             profile, reps=args.reps, big_reps=max(1, min(args.reps, profile.big_reps))
         )
+    if args.big_reps:
+        profile = replace(profile, big_reps=args.big_reps)
     only = [s.strip() for s in args.only.split(",") if s.strip()] or list(Harness.SCENARIOS)
     unknown = [s for s in only if s not in Harness.SCENARIOS]
     if unknown:
