@@ -38,7 +38,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from perfkit import git_scenarios, keep, report, store_scenarios  # noqa: E402
+from perfkit import git_scenarios, keep, measure, notes, report, store_scenarios  # noqa: E402
 from perfkit.gitrepos import RepoSpec  # noqa: E402
 from perfkit.measure import Run, median, spread  # noqa: E402
 from perfkit.report import Report, Row, ratio_row  # noqa: E402
@@ -375,14 +375,13 @@ class Harness:
                 except (Exception, SystemExit) as exc:
                     traceback.print_exc()
                     message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-                    self.report.rows.append(
-                        Row(key, f"scenario {key}", f"failed: {message}", "", "", "", False)
-                    )
+                    failed = Row(key, f"scenario {key}", f"failed: {message}", "", "", "", False)
+                    self.report.rows.append(failed)
+                self.write(started)  # a report so far, should a later scenario hang
         finally:
             if self._git is not None:
                 self._git.close()
-        self.report.duration_s = time.monotonic() - started
-        self.out.write_text(report.markdown(self.report))
+        self.write(started)
         print(f"wrote {self.out} ({self.report.duration_s / 60:.1f} min)")
         for r in self.report.rows:
             print(
@@ -390,19 +389,42 @@ class Harness:
                 f"{report.verdict(r.met)}"
             )
 
+    def write(self, started: float) -> None:
+        self.report.duration_s = time.monotonic() - started
+        order = list(self.SCENARIOS)
+        self.report.rows.sort(key=lambda r: order.index(r.num) if r.num in order else len(order))
+        missed = dict.fromkeys(r.num for r in self.report.rows if r.met is False)
+        self.report.notes = [
+            f"- **{num}**: {notes.WHERE_THE_TIME_GOES[num]}"
+            for num in missed
+            if num in notes.WHERE_THE_TIME_GOES
+        ]
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(report.markdown(self.report))
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, one repetition")
     parser.add_argument("--only", default="", help="comma-separated scenarios: 1,2,3,4,5,6,keep")
     parser.add_argument("--reps", type=int, default=0, help="repetitions of the small scenarios")
+    parser.add_argument(
+        "--big-reps", type=int, default=0, help="repetitions of scenarios 2, 3 and 6 (default 3)"
+    )
     parser.add_argument("--out", type=Path, help="the report (default docs/performance.md)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="one more dagsync run per scenario under pyinstrument, its text in docs/profiles/",
+    )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.reps:
         profile = replace(
             profile, reps=args.reps, big_reps=max(1, min(args.reps, profile.big_reps))
         )
+    if args.big_reps:
+        profile = replace(profile, big_reps=args.big_reps)
     only = [s.strip() for s in args.only.split(",") if s.strip()] or list(Harness.SCENARIOS)
     unknown = [s for s in only if s not in Harness.SCENARIOS]
     if unknown:
@@ -414,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp / "dagsync-performance-quick.md" if args.quick else REPO / "docs" / "performance.md"
     )
     plot = out.with_name(out.stem + "-scale.png")
+    if args.profile:
+        measure.PROFILES = (
+            (REPO / "docs" / "profiles") if not args.quick else tmp / "dagsync-profiles"
+        )
     harness = Harness(profile, out, plot)
     harness.report.command = "python bench/run_all.py " + shlex.join(
         sys.argv[1:] if argv is None else argv

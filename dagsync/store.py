@@ -41,6 +41,7 @@ AIRFLOWIGNORE_LINE = ".dagsync"
 TMP_LINK_MARK = ".tmp-dagsync-"
 # Files kept beside a revision folder, removed together with it.
 SIDECAR_SUFFIXES = (".manifest.json", ".sha256.json")
+MANIFESTS_CACHED = 2
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
@@ -79,6 +80,9 @@ class RevisionStore:
         self.cache = self.state_dir / "cache"
         self.leases = self.state_dir / "leases"
         self.state_file = self.state_dir / "state.json"
+        # The last manifest read, by revision and the file's identity: one pass asks for the
+        # published revision several times, and a 10,000-entry manifest takes ~50 ms to parse.
+        self._loaded: dict[str, tuple[tuple[int, int, int], Manifest]] = {}
 
     # -- set-up and recovery -------------------------------------------------------------
     def prepare(self) -> None:
@@ -164,10 +168,30 @@ class RevisionStore:
     def _load(self, revision: str) -> Published | None:
         folder = self.revisions / revision
         try:
-            manifest = Manifest.from_json(self._manifest_path(revision).read_text("utf-8"))
+            manifest = self._read_manifest(revision)
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return Published(revision, folder, manifest) if folder.is_dir() else None
+
+    def _read_manifest(self, revision: str) -> Manifest:
+        """The revision's manifest, parsed again only when its file was replaced (a manifest
+        is written whole and renamed into place, so inode, size and mtime name one text)."""
+        with open(self._manifest_path(revision), encoding="utf-8") as fh:
+            st = os.fstat(fh.fileno())
+            identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+            cached = self._loaded.get(revision)
+            if cached is not None and cached[0] == identity:
+                return cached[1]
+            manifest = Manifest.from_json(fh.read())
+        self._remember(revision, identity, manifest)
+        return manifest
+
+    def _remember(self, revision: str, identity: tuple[int, int, int], manifest: Manifest) -> None:
+        # The published revision and the one being published; a third evicts the oldest.
+        self._loaded.pop(revision, None)
+        while len(self._loaded) >= MANIFESTS_CACHED:
+            del self._loaded[next(iter(self._loaded))]
+        self._loaded[revision] = (identity, manifest)
 
     def _manifest_path(self, revision: str) -> Path:
         return self.revisions / f"{revision}.manifest.json"
@@ -254,7 +278,10 @@ class RevisionStore:
         """Move the finished tree into place and swap the link to it atomically."""
         folder = self.revisions / revision
         try:
-            write_atomic(self._manifest_path(revision), manifest.to_json())
+            manifest_path = self._manifest_path(revision)
+            write_atomic(manifest_path, manifest.to_json())
+            st = manifest_path.stat()
+            self._remember(revision, (st.st_ino, st.st_size, st.st_mtime_ns), manifest)
             current = self.published()
             if current is not None and current.path == folder and exchange(staging, folder):
                 # The published id rebuilt (another --subpath/--include for the same commit):

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perfkit import gitrepos
+from perfkit import gitrepos, measure
 from perfkit.gitrepos import CountingProxy, RepoSpec, Served
 from perfkit.measure import Run, alternate, dagsync_argv, run
 
@@ -44,13 +44,16 @@ class GitBench:
         self._n += 1
         return self.top / f"{what}-{self._n}"
 
-    def dagsync(self, url: str, root: Path, *extra: str) -> Run:
-        return run(
-            dagsync_argv(
-                "once", "--repo", url, "--root", str(root), "--log-level", "warning", *extra
-            ),
-            self.env,
-        )
+    def dagsync(self, url: str, root: Path, *extra: str, profile: str = "") -> Run:
+        args = ("once", "--repo", url, "--root", str(root), "--log-level", "warning", *extra)
+        return run(dagsync_argv(*args, profile=profile), self.env)
+
+    def profile_cold(self, name: str, url: str, *extra: str) -> None:
+        """One more cold run under pyinstrument (``--profile``), not counted."""
+        if measure.PROFILES is not None:
+            root = self.fresh("root")
+            self.dagsync(url, root, *extra, profile=name)
+            shutil.rmtree(root, ignore_errors=True)
 
     def cold_pair(self, url: str, reps: int, *extra: str) -> dict[str, list[Run]]:
         """Cold ``dagsync once`` and ``git clone --depth 1 --single-branch`` into new folders."""
@@ -81,7 +84,9 @@ class GitBench:
 
 def cold(bench: GitBench, spec: RepoSpec, reps: int) -> dict[str, list[Run]]:
     """Scenarios 1 and 2."""
-    return bench.cold_pair(bench.url(spec), reps)
+    runs = bench.cold_pair(bench.url(spec), reps)
+    bench.profile_cold(f"cold-{spec.files}-files", bench.url(spec))
+    return runs
 
 
 def subpath(bench: GitBench, big: RepoSpec, reps: int) -> dict[str, list[Run]]:
@@ -113,7 +118,9 @@ def subpath(bench: GitBench, big: RepoSpec, reps: int) -> dict[str, list[Run]]:
                 shutil.rmtree(dest, ignore_errors=True)
             return Run(got.wall, got.cpu, got.tree_rss_mb, None, {"bytes": proxy.take()})
 
-        return alternate(reps, {"dagsync": dagsync, "git clone": clone})
+        runs = alternate(reps, {"dagsync": dagsync, "git clone": clone})
+        bench.profile_cold("subpath", url, "--subpath", "dags")
+        return runs
     finally:
         proxy.close()
 
@@ -146,17 +153,18 @@ def warm(bench: GitBench, reps: int) -> dict[str, list[Run]]:
                 results[name].append(bench.dagsync(repo_url, root))
             else:
                 results[name].append(run(["sh", "-c", update], bench.env))
+    if measure.PROFILES is not None:
+        change()
+        bench.dagsync(repo_url, root, profile="warm-one-changed")
     return results
 
 
 def scale(bench: GitBench, sizes: list[int], reps: int) -> dict[int, dict[str, list[Run]]]:
     """Cold ``dagsync once`` and ``git clone`` at each size (one repetition above 10,000)."""
-    return {
-        n: bench.cold_pair(
-            bench.url(scale_spec(n)),
-            reps if n <= 10_000 else 1,
-            "--max-files",
-            str(max(n, 100_000)),
-        )
-        for n in sizes
-    }
+    out = {}
+    for n in sizes:
+        url, limit = bench.url(scale_spec(n)), str(max(n, 100_000))
+        out[n] = bench.cold_pair(url, reps if n <= 10_000 else 1, "--max-files", limit)
+        if n == sizes[-2]:  # the largest size is too slow to profile as well
+            bench.profile_cold(f"scale-git-{n}-files", url, "--max-files", limit)
+    return out

@@ -96,7 +96,7 @@ def ensure(spec: RepoSpec, log: bool = True) -> Path:
     subprocess.run(
         ["git", "init", "--quiet", "--bare", "--initial-branch=main", str(tmp)], env=env, check=True
     )
-    rnd = random.Random(hash(spec.name) & 0xFFFFFFFF)
+    rnd = random.Random(spec.name)  # str seeds are hashed with SHA-512: reproducible
     layout = spec.layout()
     proc = subprocess.Popen(
         ["git", "-C", str(tmp), "fast-import", "--quiet"], stdin=subprocess.PIPE, env=env

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
+# Where ``--profile`` puts one pyinstrument text profile per scenario (None: no profiling).
+PROFILES: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,14 @@ class CommandFailed(SystemExit):
     pass
 
 
-def dagsync_argv(*args: str) -> list[str]:
-    """``dagsync ARGS`` through the launcher, so its own peak RSS is known."""
+def dagsync_argv(*args: str, profile: str = "") -> list[str]:
+    """``dagsync ARGS`` through the launcher, so its own peak RSS is known; with ``profile``
+    (and ``PROFILES`` set) under pyinstrument instead, its text report in PROFILES/NAME.txt."""
+    if profile and PROFILES is not None:
+        PROFILES.mkdir(parents=True, exist_ok=True)
+        out = PROFILES / f"{profile}.txt"
+        return [sys.executable, "-m", "pyinstrument", "-i", "0.002", "-r", "text", "-o", str(out),
+                "-m", "dagsync", *args]  # fmt: skip
     return [sys.executable, str(LAUNCHER), *args]
 
 

@@ -138,7 +138,11 @@ def markdown(report: Report) -> str:
         rel = os.path.relpath(report.plot, REPO / "docs")
         lines += ["## Scale curve", "", f"![time and peak RSS against files]({rel})", ""]
     if report.notes:
-        lines += ["## Where the time goes", "", *report.notes, ""]
+        lines += ["## Where the time goes (targets missed in this run)", "", *report.notes, ""]
+    from perfkit.notes import CHANGES
+
+    if CHANGES:
+        lines += ["## Changes measured", "", *CHANGES, ""]
     lines += ["## Details", "", "```", *report.details, "```", ""]
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ from store_bench import (
     child_env,
 )
 
+from perfkit import measure
 from perfkit.measure import Run, dagsync_argv, run
 
 BASELINE = Path(__file__).with_name("store_baseline.py")
@@ -42,10 +43,10 @@ class ChangedOne:
     cold: Run
 
 
-def once_argv(cloud: CloudDriver, root: Path, *extra: str) -> list[str]:
+def once_argv(cloud: CloudDriver, root: Path, *extra: str, profile: str = "") -> list[str]:
     return dagsync_argv(
         "once", *cloud.dagsync_args(), "--root", str(root), "--concurrency", str(CONCURRENCY),
-        "--sync-timeout", "30m", "--log-level", "warning", *extra,
+        "--sync-timeout", "30m", "--log-level", "warning", *extra, profile=profile,
     )  # fmt: skip
 
 
@@ -84,6 +85,9 @@ def changed_one(name: str, files: int, size: int, latency: float, reps: int) -> 
                 result.other.update(
                     {k: n for k, n in counts.items() if k not in ("list", cloud.download_kind)}
                 )
+        if measure.PROFILES is not None:
+            cloud.modify([rand.choice(paths)], seed=99)
+            run(once_argv(cloud, root, profile=f"store-one-changed-{name}"), env)
         return result
     finally:
         cloud.stop()

@@ -62,7 +62,7 @@ class Cancelled(SourceError):
     """Another download of the same fetch failed; this one stops early."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: 100,000 of them are held during a pass
 class RemoteObject:
     """One listed object. ``key`` is relative to the source's prefix; ``token`` is its change
     token (ETag, CRC or size+mtime); ``handle`` is whatever the subclass needs to read it;
