@@ -8,6 +8,7 @@ does is ``trigger()``, which the loop coalesces.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from dagsync.errors import ConfigError, DagsyncError
+from dagsync.httpguard import MAX_CONNECTIONS, HeaderDeadlines, busy_reply
 from dagsync.status import StatusBoard
 from dagsync.trigger import TriggerSecret
 
@@ -193,6 +195,19 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(self.server.request_timeout)  # for headers and body
 
+    def handle_one_request(self) -> None:
+        # The request line and headers must be in within the request timeout as a whole.
+        self.server.deadlines.watch(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.deadlines.forget(self.connection)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.server.deadlines.forget(self.connection)  # a body has its own deadline
+        return parsed
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         log.debug(
             "http request method=%s path=%s status=%s remote=%s",
@@ -297,11 +312,32 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: BindAddress, api: OpsApi, request_timeout: float) -> None:
         self.api = api
         self.request_timeout = request_timeout
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.deadlines = HeaderDeadlines(request_timeout)
         self._dual_stack = address.host == "" and socket.has_ipv6
         if address.ipv6 or self._dual_stack:
             self.address_family = socket.AF_INET6
         host = "::" if self._dual_stack else address.host
         super().__init__((host, address.port), _Handler)
+        self.deadlines.start()  # listening now (a failed bind closes the server first)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # threads stay bounded under a flood
+            with contextlib.suppress(OSError):
+                request.sendall(busy_reply())
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.deadlines.close()
 
     def server_bind(self) -> None:
         if self._dual_stack:
