@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from dagsync.errors import ConfigError, DagsyncError
+from dagsync.httpguard import HeaderDeadlines
 from dagsync.status import StatusBoard
 from dagsync.trigger import TriggerSecret
 
@@ -205,6 +206,19 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(self.server.request_timeout)  # for headers and body
 
+    def handle_one_request(self) -> None:
+        # The request line and headers must be in within the request timeout as a whole.
+        self.server.deadlines.watch(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.deadlines.forget(self.connection)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.server.deadlines.forget(self.connection)  # a body has its own deadline
+        return parsed
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         log.debug(
             "http request method=%s path=%s status=%s remote=%s",
@@ -353,6 +367,7 @@ class _Server(ThreadingHTTPServer):
         self.revisions = revisions
         self.request_timeout = request_timeout
         self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.deadlines = HeaderDeadlines(request_timeout)
         if revisions is not None:
             self.block_on_close = False  # close() must not wait for a slow client's download
         self._dual_stack = address.host == "" and socket.has_ipv6
@@ -360,6 +375,11 @@ class _Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         host = "::" if self._dual_stack else address.host
         super().__init__((host, address.port), _Handler)
+        self.deadlines.start()  # listening now (a failed bind closes the server first)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.deadlines.close()
 
     def server_bind(self) -> None:
         if self._dual_stack:

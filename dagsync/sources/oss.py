@@ -253,7 +253,9 @@ class OssSource(ObjectStoreSource):
                 deadline,
                 f"listing of {self.describe()}",
             )
-        except oss2.exceptions.OssError as exc:
+        except (oss2.exceptions.OssError, requests.exceptions.RequestException) as exc:
+            raise self._error(exc, None) from None
+        except urllib3.exceptions.HTTPError as exc:  # a listing body cut short
             raise self._error(exc, None) from None
         except (ElementTree.ParseError, RuntimeError, ValueError) as exc:
             # oss2 parses the page itself: malformed XML, a missing tag, a size not a number.

@@ -568,6 +568,13 @@ class FakeAzureFiles:
                 path, len(node.data), node.etag, node.modified, node.content_md5, str(node.file_id)
             )
 
+    def set_key(self, key: str) -> None:
+        """Replace the account key, as a key rotation does: requests signed with the old key,
+        and SAS tokens made with it, are refused from now on."""
+        with self._lock:
+            self.key = key
+            self._key_bytes = base64.b64decode(key)
+
     # -- fault knobs ----------------------------------------------------------------------------
     @property
     def latency(self) -> float:
