@@ -827,13 +827,14 @@ def test_blob_batch_reads_in_order_and_names_a_missing_blob(git_repo: Repo) -> N
     import io
 
     from dagsync.errors import SourceError
-    from dagsync.sources.git import GIT_ARGV
-    from dagsync.sources.git_batch import BlobBatch
+    from dagsync.sources.git.batch import BlobBatch
+    from dagsync.sources.git.command import GitCommand
 
+    git = GitCommand(lambda: dict(git_repo.env or {}), [])
     listing = git_repo.git("ls-tree", "-r", "HEAD").splitlines()
     shas = {line.split("\t")[1]: line.split()[2] for line in listing}
     a, b = shas["dags/a.py"], shas["dags/b.py"]
-    with BlobBatch(GIT_ARGV, git_repo.bare_path, [a, b, a], git_repo.env) as blobs:
+    with BlobBatch(git, git_repo.bare_path, [a, b, a]) as blobs:
         assert blobs.read(a) == INITIAL_FILES["dags/a.py"].encode()
         out = io.BytesIO()
         assert blobs.copy_to(b, out) == len(INITIAL_FILES["dags/b.py"])
@@ -842,11 +843,11 @@ def test_blob_batch_reads_in_order_and_names_a_missing_blob(git_repo: Repo) -> N
     missing = "0" * 40
     wanted = f"wanted blob {missing}, got {missing} missing"
     with (
-        BlobBatch(GIT_ARGV, git_repo.bare_path, [missing], git_repo.env) as blobs,
+        BlobBatch(git, git_repo.bare_path, [missing]) as blobs,
         pytest.raises(SourceError, match=wanted),
     ):
         blobs.read(missing)
-    with BlobBatch(GIT_ARGV, git_repo.bare_path, [a, b], git_repo.env) as blobs:
+    with BlobBatch(git, git_repo.bare_path, [a, b]) as blobs:
         blobs.read(a)  # closed early (an error, a deadline): git is stopped, nothing hangs
 
 
@@ -869,13 +870,14 @@ def test_blob_batch_reads_in_order_and_names_a_missing_blob(git_repo: Repo) -> N
     ],
 )
 def test_relative_submodule_urls(parent: str, url: str, expected: str) -> None:
-    from dagsync.sources.git import resolve_submodule_url
+    from dagsync.sources.git.urls import resolve_submodule_url
 
     assert resolve_submodule_url(parent, url) == expected
 
 
 def test_ref_names_and_error_detail() -> None:
-    from dagsync.sources.git import git_error_detail, pick_ref_names
+    from dagsync.sources.git.command import git_error_detail
+    from dagsync.sources.git.source import pick_ref_names
 
     assert pick_ref_names("HEAD") == ["HEAD"]
     assert pick_ref_names("main") == ["refs/heads/main", "refs/tags/main^{}", "refs/tags/main"]

@@ -1,14 +1,11 @@
 """The git source: ``ls-remote`` to resolve, a shallow fetch into a bare cache, then the tree is
 written blob by blob (one streaming ``cat-file --batch``) so unchanged blobs are hard-linked from
-the previous revision."""
+the previous revision. GitPython runs every git command (see :mod:`.command`)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -25,37 +22,33 @@ from dagsync.manifest import (
     check_limits,
     diff,
 )
-from dagsync.procs import run_bounded
-from dagsync.redact import redact, redact_url, register_secret
+from dagsync.redact import redact_url
 from dagsync.sources.base import FetchStats, Plan, Published
-from dagsync.sources.git_auth import GitAuth
-from dagsync.sources.git_batch import BlobBatch
-from dagsync.store import remove_tree
+from dagsync.sources.git.auth import GitAuth
+from dagsync.sources.git.batch import BlobBatch
+from dagsync.sources.git.cache import CacheRepo
+from dagsync.sources.git.command import (
+    GitCommand,
+    ProgressCallback,
+    check_remote,
+    unsafe_protocol,
+)
+from dagsync.sources.git.gitpython import GIT_FOUND
+from dagsync.sources.git.urls import is_local, is_ssh, resolve_submodule_url, split_userinfo
 from dagsync.timing import remaining
 from dagsync.tree import TreeWriter
 
 log = logging.getLogger(__name__)
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
-# fetch.unpackLimit=1: every fetch keeps its pack (git would explode a small one into loose
-# objects, which the pack count below never sees), so the cache stays bounded.
-GIT_ARGV = (
-    "git",
-    "-c", "credential.helper=",
-    "-c", "protocol.file.allow=always",
-    "-c", "fetch.unpackLimit=1",
-)  # fmt: skip
+# The file transport is allowed only when --repo itself is local; for a remote --repo git's own
+# default ("user") applies, and submodule fetches are marked as not asked for by the user, so a
+# .gitmodules naming a local path cannot publish a file of this machine.
+LOCAL_CONFIG = ("-c", "credential.helper=", "-c", "protocol.file.allow=always")
+REMOTE_CONFIG = ("-c", "credential.helper=", "-c", "protocol.file.allow=user")
+NOT_FROM_USER = {"GIT_PROTOCOL_FROM_USER": "0"}
 GIT_MODE_SYMLINK = "120000"
 GIT_MODES = {"100755": MODE_EXEC, GIT_MODE_SYMLINK: MODE_SYMLINK}
-KEEP_REF = "refs/dagsync/current"
-ERROR_DETAIL_CHARS = 300
-GIT_BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository")
-# A fetch adds one pack; past this many the cache is repacked and unreachable objects pruned,
-# so a sidecar that publishes for months keeps a small, fast cache.
-MAX_PACKS = 20
-# What a git process killed with -9 (a pod killed mid-sync) leaves in the cache and what would
-# make every later git in it fail ("shallow.lock: File exists").
-STALE_GLOBS = ("*.lock", "refs/**/*.lock", "objects/pack/tmp_*", "objects/*/tmp_obj_*", "gc.pid")
 
 
 @dataclass(frozen=True)
@@ -75,6 +68,8 @@ class GitSource:
     def __init__(self, config: Config, cache_dir: Path) -> None:
         if not config.repo:
             raise ConfigError("--repo is required for --source git", "repo")
+        if not GIT_FOUND:
+            raise ConfigError("--source git: git was not found on PATH (install git)", "source")
         if config.password_file and not config.username:
             raise ConfigError("--password-file needs --username", "username")
         for option, path in (
@@ -84,11 +79,26 @@ class GitSource:
         ):
             require_readable(path, option)
         self.config = config
-        self.url = normalise_url(config.repo)
+        repo_url = split_userinfo(config.repo)
+        self.url = repo_url.url
         self.shown_url = redact_url(self.url)
-        register_secret(config.password)
+        why = unsafe_protocol(self.url)
+        if why:
+            raise ConfigError(f"--repo {self.shown_url}: refused: {why}", "repo")
+        self.local = is_local(self.url)
         self.cache_dir = cache_dir
-        self.auth = GitAuth(config)
+        self.auth = GitAuth(config, username=repo_url.username, password=repo_url.password)
+        if is_ssh(self.url):
+            self._require_ssh(f"--repo {self.shown_url}", "repo")
+        self.git = GitCommand(self.auth.env, LOCAL_CONFIG if self.local else REMOTE_CONFIG)
+        # A progress display may set this: (stage, done, total, message) while fetching.
+        self.on_fetch_progress: ProgressCallback | None = None
+
+    def _require_ssh(self, what: str, option: str) -> None:
+        problem = self.auth.ssh_problem()
+        if problem:
+            key = " with --ssh-key-file" if self.config.ssh_key_file else ""
+            raise ConfigError(f"{what}{key}: {problem}", option)
 
     # -- resolve -------------------------------------------------------------------------
     def resolve(self, deadline: float) -> Plan:
@@ -96,7 +106,11 @@ class GitSource:
         if FULL_SHA.match(ref.lower()):
             return Plan(revision=ref.lower(), detail={"ref": ref.lower()})
         patterns = ["HEAD"] if ref == "HEAD" else [ref, f"{ref}^{{}}"]
-        out = self._git(["ls-remote", "--", self.url, *patterns], deadline, None, "ls-remote")
+        check_remote(self.url, [], self.shown_url)
+        out = self.git.run(
+            ["ls-remote", "--", self.url, *patterns], deadline=deadline, what="ls-remote",
+            shown=self.shown_url,
+        )  # fmt: skip
         refs: dict[str, str] = {}
         for line in out.decode(errors="replace").splitlines():
             sha, _, name = line.partition("\t")
@@ -111,7 +125,9 @@ class GitSource:
         self, plan: Plan, dest: Path, previous: Published | None, deadline: float
     ) -> FetchStats:
         repo_dir = self.cache_dir / "repo.git"
-        self._ensure_commit(repo_dir, self.url, plan.revision, plan.detail.get("ref"), deadline)
+        self._cache(repo_dir).ensure_commit(
+            self.url, plan.revision, plan.detail.get("ref"), deadline, {}
+        )
         selector = Selector(self.config.subpath, self.config.include, self.config.exclude)
         items: list[tuple[str, Path, TreeItem]] = []  # (published path, repo, item)
         found = self._collect(repo_dir, self.url, plan.revision, "", selector, items, 0, deadline)
@@ -142,6 +158,11 @@ class GitSource:
         writer.finish()
         return stats
 
+    def _cache(self, repo_dir: Path) -> CacheRepo:
+        cache = CacheRepo(self.git, repo_dir, self.config.depth)
+        cache.progress_callback = self.on_fetch_progress
+        return cache
+
     def _write(
         self,
         writer: TreeWriter,
@@ -161,7 +182,7 @@ class GitSource:
             stats.downloaded_files += 1
             stats.downloaded_bytes += entry.size
         for repo, wanted in by_repo.items():
-            with self._blobs(repo, [sha for _, sha in wanted]) as blobs:
+            with BlobBatch(self.git, repo, [sha for _, sha in wanted]) as blobs:
                 for entry, sha in wanted:
                     remaining(deadline)
                     with writer.open(entry) as fh:
@@ -175,13 +196,10 @@ class GitSource:
                 by_repo.setdefault(repo, []).append((path, item.sha))
         targets = {}
         for repo, links in by_repo.items():
-            with self._blobs(repo, [sha for _, sha in links]) as blobs:
+            with BlobBatch(self.git, repo, [sha for _, sha in links]) as blobs:
                 for path, sha in links:
                     targets[path] = blobs.read(sha).decode("utf-8", "surrogateescape")
         return targets
-
-    def _blobs(self, repo_dir: Path, shas: list[str]) -> BlobBatch:
-        return BlobBatch(GIT_ARGV, repo_dir, shas, self.auth.env())
 
     def _collect(
         self,
@@ -196,9 +214,10 @@ class GitSource:
     ) -> bool:
         """Every blob of ``commit`` (and of its submodules, as configured) that is selected;
         returns whether anything lies under --subpath (always true without one)."""
-        listing = self._git(
-            ["ls-tree", "-r", "-z", "-l", "--full-tree", commit], deadline, repo_dir, "ls-tree"
-        )
+        listing = self.git.run(
+            ["ls-tree", "-r", "-z", "-l", "--full-tree", commit], deadline=deadline,
+            what="ls-tree", shown=self.shown_url, repo_dir=repo_dir,
+        )  # fmt: skip
         submodules: list[TreeItem] = []
         found = not selector.subpath
         for record in listing.split(b"\0"):
@@ -206,7 +225,6 @@ class GitSource:
                 continue
             meta, _, raw_path = record.partition(b"\t")
             mode, kind, sha, size = meta.decode().split()
-            item = TreeItem(mode, kind, sha, int(size) if size != "-" else 0, "")
             path = prefix + raw_path.decode("utf-8", "surrogateescape")
             inside = path.startswith(selector.subpath + "/")
             found = found or inside or (kind == "commit" and path == selector.subpath)
@@ -217,7 +235,8 @@ class GitSource:
                 continue
             published = selector.select(path)
             if published is not None:
-                out.append((published, repo_dir, TreeItem(mode, kind, sha, item.size, path)))
+                item = TreeItem(mode, kind, sha, int(size) if size != "-" else 0, path)
+                out.append((published, repo_dir, item))
         mode = self.config.submodules
         if not submodules or mode == "off" or (mode == "shallow" and level >= 1):
             return found
@@ -229,23 +248,42 @@ class GitSource:
             sub_url = urls.get(rel)
             if sub_url is None:
                 raise SourceError(f"submodule {sub.path!r} has no url in .gitmodules", sub.path)
-            sub_url = resolve_submodule_url(url, sub_url)
+            sub_url = self._submodule_url(url, sub_url, sub.path)
             sub_dir = self.cache_dir / "modules" / re.sub(r"[^A-Za-z0-9._-]", "_", sub.path)
-            self._ensure_commit(sub_dir, sub_url, sub.sha, None, deadline)
+            env = {} if self.local else NOT_FROM_USER
+            self._cache(sub_dir).ensure_commit(sub_url, sub.sha, None, deadline, env)
             inside = self._collect(
                 sub_dir, sub_url, sub.sha, sub.path + "/", selector, out, level + 1, deadline
             )
             found = found or inside
         return found
 
+    def _submodule_url(self, parent: str, url: str, path: str) -> str:
+        """The URL to fetch submodule ``path`` from; refused when it is a local path and
+        --repo is not, or a transport GitPython deems unsafe."""
+        resolved = resolve_submodule_url(parent, url)
+        shown = redact_url(resolved)
+        if is_local(resolved) and not self.local:
+            raise SourceError(
+                f"submodule {path!r}: refused local url {shown} in a remote repository "
+                f"({self.shown_url}); only a local --repo may have local submodules",
+                path,
+            )
+        why = unsafe_protocol(resolved)
+        if why:
+            raise SourceError(f"submodule {path!r}: refused url {shown}: {why}", path)
+        if is_ssh(resolved):
+            problem = self.auth.ssh_problem()
+            if problem:
+                raise SourceError(f"submodule {path!r} ({shown}): {problem}", path)
+        return resolved
+
     def _submodule_urls(self, repo_dir: Path, commit: str, deadline: float) -> dict[str, str]:
         try:
-            raw = self._git(
+            raw = self.git.run(
                 ["config", "--blob", f"{commit}:.gitmodules", "--list", "-z"],
-                deadline,
-                repo_dir,
-                ".gitmodules",
-            )
+                deadline=deadline, what=".gitmodules", shown=self.shown_url, repo_dir=repo_dir,
+            )  # fmt: skip
         except SourceError:
             return {}
         names: dict[str, str] = {}
@@ -258,112 +296,12 @@ class GitSource:
                 urls[key[len("submodule.") : -len(".url")]] = value
         return {path: urls[name] for name, path in names.items() if name in urls}
 
-    def _ensure_commit(
-        self, repo_dir: Path, url: str, sha: str, ref: str | None, deadline: float
-    ) -> None:
-        """Fetch ``sha`` into the bare cache unless it is there already."""
-        self._ensure_repo(repo_dir, deadline)
-        if not self._has_commit(repo_dir, sha, deadline):
-            args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc"]
-            if self.config.depth > 0:
-                args.append(f"--depth={self.config.depth}")
-            elif (repo_dir / "shallow").exists():
-                args.append("--unshallow")
-            try:
-                self._git([*args, "--", url, sha], deadline, repo_dir, "fetch")
-            except SourceError:
-                if not ref:
-                    raise
-                # Servers that refuse a want by SHA still serve the ref it came from.
-                self._git([*args, "--", url, ref], deadline, repo_dir, "fetch")
-            if not self._has_commit(repo_dir, sha, deadline):
-                raise SourceError(f"commit {sha} not found in {redact_url(url)}", sha)
-        self._git(["update-ref", KEEP_REF, sha], deadline, repo_dir, "update-ref")
-        if len(list((repo_dir / "objects" / "pack").glob("*.pack"))) > MAX_PACKS:
-            # Only refs/dagsync/current is kept: older commits and their blobs go.
-            self._git(["gc", "--quiet", "--prune=now"], deadline, repo_dir, "gc")
-
-    def _ensure_repo(self, repo_dir: Path, deadline: float) -> None:
-        """A usable bare cache repository at ``repo_dir``. It is created beside its place and
-        renamed into it, so a kill -9 during ``git init`` cannot leave half a repository; one
-        that is damaged anyway (a disk filled up, a hand deleted a folder) is made anew."""
-        for leftover in repo_dir.parent.glob(f"{repo_dir.name}.init-*"):
-            remove_tree(leftover)
-        if repo_dir.exists():
-            if is_bare_repo(repo_dir):
-                # The root's lock is ours, so no other dagsync runs git here: whatever git
-                # left behind was left by a process that died with a previous dagsync.
-                clear_stale_git_state(repo_dir)
-                return
-            log.warning("cache repository is damaged, making it anew path=%s", repo_dir)
-            remove_tree(repo_dir)
-        repo_dir.parent.mkdir(parents=True, exist_ok=True)
-        fresh = repo_dir.with_name(f"{repo_dir.name}.init-{secrets.token_hex(4)}")
-        self._git(["init", "--bare", "--quiet", str(fresh)], deadline, None, "init")
-        self._git(["config", "gc.pruneExpire", "now"], deadline, fresh, "config")
-        os.replace(fresh, repo_dir)
-
-    def _has_commit(self, repo_dir: Path, sha: str, deadline: float) -> bool:
-        try:
-            self._git(["cat-file", "-e", f"{sha}^{{commit}}"], deadline, repo_dir, "cat-file")
-        except SourceError:
-            return False
-        return True
-
-    def _git(self, args: list[str], deadline: float, repo_dir: Path | None, what: str) -> bytes:
-        argv = list(GIT_ARGV)
-        if repo_dir is not None:
-            argv += ["--git-dir", str(repo_dir)]
-        result = run_bounded(
-            argv + args,
-            timeout=remaining(deadline, f"git {what}"),
-            what=f"git {what} of {self.shown_url}",
-            env=self.auth.env(),
-        )
-        if result.returncode != 0:
-            detail = git_error_detail(redact(result.stderr.decode(errors="replace")))
-            raise SourceError(f"git {what} of {self.shown_url} failed: {detail}", self.shown_url)
-        return result.stdout
-
     def close(self) -> None:
         self.auth.close()
 
 
 def mode_of(item: TreeItem) -> int:
     return GIT_MODES.get(item.mode, MODE_FILE)
-
-
-def git_error_detail(stderr: str) -> str:
-    """git's stderr as one bounded line: all of it when short (ssh's own complaints, such as
-    "No user exists for uid", are not ``fatal:`` lines), else its ``fatal:``/``error:`` lines."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(GIT_BOILERPLATE)]
-    detail = " ".join(" ".join(lines).split())
-    if len(detail) > ERROR_DETAIL_CHARS:
-        errors = [line for line in lines if line.startswith(("fatal:", "error:"))]
-        detail = " ".join(" ".join(errors or lines).split())
-    if len(detail) > ERROR_DETAIL_CHARS:
-        detail = detail[: ERROR_DETAIL_CHARS - 3] + "..."
-    return detail or "no error output"
-
-
-def is_bare_repo(repo_dir: Path) -> bool:
-    """What git needs to open a bare repository (HEAD, objects, refs) is in place."""
-    return (
-        (repo_dir / "HEAD").is_file()
-        and (repo_dir / "objects" / "pack").is_dir()
-        and (repo_dir / "refs").is_dir()
-        and (repo_dir / "config").is_file()
-    )
-
-
-def clear_stale_git_state(repo_dir: Path) -> None:
-    """Remove lock and temp files a killed git left in ``repo_dir``."""
-    for pattern in STALE_GLOBS:
-        for path in repo_dir.glob(pattern):
-            log.debug("removing stale git file path=%s", path)
-            with contextlib.suppress(OSError):
-                path.unlink()
 
 
 def pick_ref_names(ref: str) -> list[str]:
@@ -373,28 +311,6 @@ def pick_ref_names(ref: str) -> list[str]:
     if ref.startswith("refs/"):
         return [f"{ref}^{{}}", ref]
     return [f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"]
-
-
-def normalise_url(url: str) -> str:
-    return url.strip()
-
-
-def resolve_submodule_url(parent: str, url: str) -> str:
-    """A relative submodule URL (``../lib.git``) is relative to the superproject's URL."""
-    if not url.startswith(("./", "../")):
-        return url
-    base = parent.rstrip("/")
-    # The path part starts after scheme://host, or after host: in the scp-like form.
-    m = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*", base) or re.match(r"^[^/:]+:", base)
-    floor = m.end() if m else 0
-    while url.startswith(("./", "../")):
-        if url.startswith("./"):
-            url = url[2:]
-            continue
-        url = url[3:]
-        cut = base.rfind("/", floor)
-        base = base[:cut] if cut >= floor else base[:floor]
-    return base + url if base.endswith((":", "/")) else f"{base}/{url}"
 
 
 def _may_select(selector: Selector, path: str) -> bool:

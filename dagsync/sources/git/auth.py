@@ -1,5 +1,7 @@
 """How credentials reach git: GIT_ASKPASS reading a file, GIT_SSH_COMMAND with a private copy of
-the key, and a passwd entry for OpenSSH when the uid has none. Never the URL or argv."""
+the key, and a passwd entry for OpenSSH when the uid has none. Never the URL, argv or a child's
+environment: a password given as a value (git-sync's variable, user-info in ``--repo``) is
+written to a private 0600 file that the askpass script reads."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pwd
 import shlex
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dagsync.config import Config
@@ -22,11 +25,7 @@ log = logging.getLogger(__name__)
 ASKPASS_SCRIPT = """#!/bin/sh
 case "$1" in
   Username*|username*) printf '%s\\n' "$DAGSYNC_ASKPASS_USERNAME" ;;
-  *) if [ -n "$DAGSYNC_ASKPASS_PASSWORD_FILE" ]; then
-       tr -d '\\r\\n' < "$DAGSYNC_ASKPASS_PASSWORD_FILE"; printf '\\n'
-     else
-       printf '%s\\n' "$DAGSYNC_ASKPASS_PASSWORD"
-     fi ;;
+  *) tr -d '\\r\\n' < "$DAGSYNC_ASKPASS_PASSWORD_FILE"; printf '\\n' ;;
 esac
 """
 NSS_WRAPPER_PATHS = (
@@ -38,10 +37,28 @@ NSS_WRAPPER_PATHS = (
 
 
 class GitAuth:
-    """Builds the environment of every git child process."""
+    """Builds the environment of every git child process.
 
-    def __init__(self, config: Config) -> None:
+    ``username``/``password`` come from the user-info of ``--repo`` when the options do not
+    give them; ``nss_wrapper_paths`` and ``passwd_lookup`` are where the library is looked for
+    and how a uid's passwd entry is found (injectable, so their absence can be tested).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        nss_wrapper_paths: Sequence[str] | None = None,
+        passwd_lookup: Callable[[int], object] = pwd.getpwuid,
+    ) -> None:
         self.config = config
+        self.username = config.username or username
+        self.password = None if config.password_file else (config.password or password)
+        register_secret(self.password)
+        self.nss_wrapper_paths = nss_wrapper_paths
+        self.passwd_lookup = passwd_lookup
         self._private: Path | None = None
 
     def _private_dir(self) -> Path:
@@ -64,7 +81,7 @@ class GitAuth:
         )
         if "HOME" not in env or not os.access(env["HOME"], os.W_OK):
             env["HOME"] = str(self._private_dir())
-        if cfg.username or cfg.password or cfg.password_file:
+        if self.username or self.password or cfg.password_file:
             env.update(self._askpass_env())
         env["GIT_SSH_COMMAND"] = self._ssh_command()
         env.update(self._passwd_env())
@@ -76,7 +93,7 @@ class GitAuth:
         if not script.exists():
             script.write_text(ASKPASS_SCRIPT)
             os.chmod(script, 0o700)
-        env = {"GIT_ASKPASS": str(script), "DAGSYNC_ASKPASS_USERNAME": cfg.username or "git"}
+        env = {"GIT_ASKPASS": str(script), "DAGSYNC_ASKPASS_USERNAME": self.username or "git"}
         if cfg.password_file:
             # Re-read on every sync, so a rotated token works; remembered only for redaction.
             try:
@@ -87,9 +104,18 @@ class GitAuth:
                     str(cfg.password_file),
                 ) from None
             env["DAGSYNC_ASKPASS_PASSWORD_FILE"] = str(cfg.password_file)
-        elif cfg.password:
-            env["DAGSYNC_ASKPASS_PASSWORD"] = cfg.password
+        else:
+            env["DAGSYNC_ASKPASS_PASSWORD_FILE"] = str(self._password_copy())
         return env
+
+    def _password_copy(self) -> Path:
+        """The password given as a value, in a private 0600 file (empty when there is none)."""
+        copy = self._private_dir() / "password"
+        if not copy.exists():
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.password or "")
+        return copy
 
     def _ssh_command(self) -> str:
         cfg = self.config
@@ -126,21 +152,38 @@ class GitAuth:
         os.replace(tmp, copy)
         return copy
 
-    def _passwd_env(self) -> dict[str, str]:
-        """OpenSSH exits with "No user exists for uid" when the uid has no passwd entry (the
-        Airflow chart runs git-sync as 65533 with none); nss_wrapper supplies one."""
-        uid, gid = os.getuid(), os.getgid()
+    def _has_passwd_entry(self) -> bool:
         try:
-            pwd.getpwuid(uid)
-            return {}
+            self.passwd_lookup(os.getuid())
         except KeyError:
-            pass
-        lib = next((p for p in NSS_WRAPPER_PATHS if os.path.exists(p)), None)
-        if lib is None:
-            log.warning(
-                "uid %d has no passwd entry and libnss_wrapper is missing: ssh may fail", uid
-            )
+            return False
+        return True
+
+    def _nss_wrapper(self) -> str | None:
+        paths = NSS_WRAPPER_PATHS if self.nss_wrapper_paths is None else self.nss_wrapper_paths
+        return next((p for p in paths if os.path.exists(p)), None)
+
+    def ssh_problem(self) -> str | None:
+        """Why ssh cannot run here, said so a person can fix it; None when it can.
+
+        OpenSSH exits with "No user exists for uid" when the uid has no passwd entry (the
+        Airflow chart runs git-sync as 65533 with none); nss_wrapper can supply one."""
+        if self._has_passwd_entry() or self._nss_wrapper() is not None:
+            return None
+        return (
+            f"ssh cannot run as uid {os.getuid()}: it has no passwd entry and libnss_wrapper "
+            "is not installed (install libnss-wrapper, e.g. apt-get install libnss-wrapper, "
+            "as the dagsync image does; or run as a uid that has a passwd entry)"
+        )
+
+    def _passwd_env(self) -> dict[str, str]:
+        """A generated passwd entry under nss_wrapper when the uid has none."""
+        if self._has_passwd_entry():
             return {}
+        lib = self._nss_wrapper()
+        if lib is None:
+            return {}  # ssh_problem() refused ssh URLs before any git ran
+        uid, gid = os.getuid(), os.getgid()
         home = self._private_dir()
         passwd, group = home / "passwd", home / "group"
         if not passwd.exists():

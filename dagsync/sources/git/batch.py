@@ -1,21 +1,22 @@
 """Blob contents from one ``git cat-file --batch`` per tree, asked for all at once.
 
 A request/answer round trip per blob (what GitPython's object database does) leaves both sides
-waiting on each other 2,000 times for 2,000 files; here every SHA is written up front, from a
-temporary file so no feeder thread is needed, and git inflates ahead while we write files.
+waiting on each other 2,000 times for 2,000 files; here the process is started through
+GitPython's process API with every SHA written up front, from a temporary file so no feeder
+thread is needed, and git inflates ahead while we write files.
 """
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO
 
 from dagsync.errors import SourceError
 from dagsync.procs import kill_group
+from dagsync.sources.git.command import GitCommand
 
 CHUNK_BYTES = 1 << 20
 
@@ -23,28 +24,16 @@ CHUNK_BYTES = 1 << 20
 class BlobBatch:
     """Reads the blobs ``shas`` names, in that order, from ``git cat-file --batch``."""
 
-    def __init__(
-        self,
-        git_argv: Sequence[str],
-        repo_dir: Path,
-        shas: Sequence[str],
-        env: Mapping[str, str],
-    ) -> None:
+    def __init__(self, git: GitCommand, repo_dir: Path, shas: Sequence[str]) -> None:
         self.repo_dir = repo_dir
         with tempfile.TemporaryFile() as requests:
             requests.write("".join(f"{sha}\n" for sha in shas).encode())
             requests.seek(0)
-            self._proc = subprocess.Popen(
-                [*git_argv, "--git-dir", str(repo_dir), "cat-file", "--batch"],
-                stdin=requests,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=dict(env),
-                bufsize=CHUNK_BYTES,
-                start_new_session=True,  # killed as a group with its children, as run_bounded
-            )
-        assert self._proc.stdout is not None
-        self._out: IO[bytes] = self._proc.stdout
+            self._handle = git.start(["cat-file", "--batch"], repo_dir, istream=requests)
+        proc = self._handle.proc
+        assert proc is not None and proc.stdout is not None
+        self._proc = proc
+        self._out: IO[bytes] = proc.stdout
 
     def _header(self, sha: str) -> int:
         line = self._out.readline().decode(errors="replace").split()
@@ -77,6 +66,8 @@ class BlobBatch:
         if self._proc.poll() is None:
             kill_group(self._proc)  # stopped early: an error, a deadline or SIGTERM
         self._out.close()
+        if self._proc.stderr is not None:
+            self._proc.stderr.close()
         self._proc.wait()
 
     def __enter__(self) -> BlobBatch:
