@@ -191,11 +191,6 @@ def test_git_password_file(
     assert_no_secret_anywhere(channel, exercise(channel, tmp_path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the git branch moves the URL user-info out of git's argv (issue 10); remove this "
-    "mark when it is merged (a strict XPASS then fails to say so)",
-)
 def test_git_url_user_info(
     git_repo: Repo, git_server: GitHttpServer, hermetic_git_env: dict[str, str], tmp_path: Path
 ) -> None:
