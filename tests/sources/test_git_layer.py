@@ -230,3 +230,32 @@ def _fails_before_ssh(top: Path, key: Path, env: dict[str, str]) -> None:
         assert "--ssh-key-file" in line and f"uid {NO_PASSWD_UID}" in line
         assert "no passwd entry" in line and "libnss-wrapper" in line
         assert _pids_with(f"\0{port}\0") == []  # ssh never ran
+
+
+def test_many_files_big_and_small_are_written_with_their_bytes_and_modes(
+    git_repo: Repo, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Enough files for the parallel writers, one blob large enough to be streamed, exec bits."""
+    from tests.helpers import files_of, published
+
+    for i in range(60):
+        git_repo.write(f"dags/team_{i % 7}/dag_{i}.py", f"# dag {i}\n" + "v = 1\n" * (i * 40))
+    for i in range(3):
+        git_repo.write(f"bin/tool_{i}.sh", f"#!/bin/sh\necho {i}\n", mode=0o755)
+    big = "".join(f"# line {n:08d} of a large generated module\n" for n in range(140_000))
+    git_repo.write("dags/big_generated.py", big)
+    head = git_repo.commit("many files")
+    git_repo.push()
+    root = tmp_path / "root"
+    result = dagsync("once", "--repo", git_repo.file_url, "--root", root, env=env)
+    assert result.returncode == 0, str(result)
+    assert len(big) > 4 << 20
+    assert published(root)[0] == head
+    tree = published(root)[1]
+    expected = dict(INITIAL_FILES)
+    for line in git_repo.git("ls-tree", "-r", "--name-only", "HEAD").splitlines():
+        expected[line] = (git_repo.work / line).read_text()
+    assert files_of(tree) == expected
+    for i in range(3):
+        assert os.stat(tree / f"bin/tool_{i}.sh").st_mode & 0o777 == 0o755
+    assert os.stat(tree / "dags/team_0/dag_0.py").st_mode & 0o777 == 0o644

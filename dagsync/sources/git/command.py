@@ -20,7 +20,7 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
@@ -45,6 +45,7 @@ GIT_BOILERPLATE = ("Please make sure you have the correct access rights", "and t
 UNSAFE_REMOTE_OPTIONS = ["--upload-pack", "-u", "--exec"]
 PROGRESS_SPLIT = re.compile(rb"[\r\n]")
 PUMP_JOIN_SECONDS = 5.0
+RECORD_CHUNK_BYTES = 1 << 16
 
 # (stage, done, total or None, message such as "12.00 MiB | 5.00 MiB/s")
 ProgressCallback = Callable[[str, int, "int | None", str], None]
@@ -139,6 +140,41 @@ class GitCommand:
             raise
         check_status(handle, err, what, shown)
         return bytes(out)
+
+    def records(
+        self,
+        args: Sequence[str],
+        *,
+        deadline: float,
+        what: str,
+        shown: str,
+        repo_dir: Path | None = None,
+        separator: bytes = b"\0",
+    ) -> Iterator[bytes]:
+        """git's stdout split at ``separator``, as it comes: a listing of 100,000 files is
+        never held whole (nor twice, as bytes and as their split)."""
+        remaining(deadline, f"git {what}")
+        handle = self.start(args, repo_dir)
+        proc = handle.proc
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
+        ok = False
+        try:
+            pending = b""
+            while chunk := proc.stdout.read1(RECORD_CHUNK_BYTES):  # type: ignore[attr-defined]
+                *done, pending = (pending + chunk).split(separator)
+                yield from done
+                remaining(deadline, f"git {what}")
+            if pending:
+                yield pending
+            err = proc.stderr.read()
+            proc.wait(timeout=remaining(deadline, f"git {what}"))
+            ok = True
+        except subprocess.TimeoutExpired:
+            raise SyncTimeout(f"git {what} of {shown} exceeded --sync-timeout") from None
+        finally:
+            if not ok:
+                kill_group(proc)  # a deadline, an error, a stop signal, or the caller stopped
+        check_status(handle, err, what, shown)
 
     def fetch(
         self,

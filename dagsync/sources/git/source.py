@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,6 +27,7 @@ from dagsync.sources.base import FetchStats, Plan, Published
 from dagsync.sources.git.auth import GitAuth
 from dagsync.sources.git.batch import BlobBatch
 from dagsync.sources.git.cache import CacheRepo
+from dagsync.sources.git.checkout import write_blobs
 from dagsync.sources.git.command import (
     GitCommand,
     ProgressCallback,
@@ -35,7 +36,6 @@ from dagsync.sources.git.command import (
 )
 from dagsync.sources.git.gitpython import GIT_FOUND
 from dagsync.sources.git.urls import is_local, is_ssh, resolve_submodule_url, split_userinfo
-from dagsync.timing import remaining
 from dagsync.tree import TreeWriter
 
 log = logging.getLogger(__name__)
@@ -47,17 +47,27 @@ FULL_SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 LOCAL_CONFIG = ("-c", "credential.helper=", "-c", "protocol.file.allow=always")
 REMOTE_CONFIG = ("-c", "credential.helper=", "-c", "protocol.file.allow=user")
 NOT_FROM_USER = {"GIT_PROTOCOL_FROM_USER": "0"}
-GIT_MODE_SYMLINK = "120000"
-GIT_MODES = {"100755": MODE_EXEC, GIT_MODE_SYMLINK: MODE_SYMLINK}
+GIT_MODES = {"100755": MODE_EXEC, "120000": MODE_SYMLINK}
 
 
-@dataclass(frozen=True)
-class TreeItem:
-    mode: str
-    kind: str  # blob | commit (a submodule) | tree
-    sha: str
-    size: int
-    path: str
+@dataclass
+class Collected:
+    """The selected entries of a commit and its submodules, kept lean for 100,000 files:
+    one Entry each (token = blob SHA), and the cache repository only of those that come from
+    a submodule."""
+
+    main_repo: Path
+    files: list[Entry] = field(default_factory=list)
+    links: list[Entry] = field(default_factory=list)  # link text not read yet
+    repo_of: dict[str, Path] = field(default_factory=dict)
+
+    def add(self, path: str, size: int, sha: str, mode: int, repo: Path) -> None:
+        (self.links if mode == MODE_SYMLINK else self.files).append(Entry(path, size, sha, mode))
+        if repo != self.main_repo:
+            self.repo_of[path] = repo
+
+    def repo(self, path: str) -> Path:
+        return self.repo_of.get(path, self.main_repo)
 
 
 class GitSource:
@@ -129,8 +139,8 @@ class GitSource:
             self.url, plan.revision, plan.detail.get("ref"), deadline, {}
         )
         selector = Selector(self.config.subpath, self.config.include, self.config.exclude)
-        items: list[tuple[str, Path, TreeItem]] = []  # (published path, repo, item)
-        found = self._collect(repo_dir, self.url, plan.revision, "", selector, items, 0, deadline)
+        tree = Collected(repo_dir)
+        found = self._collect(repo_dir, self.url, plan.revision, "", selector, tree, 0, deadline)
         if not found:
             # A mistyped or moved --subpath must not publish an empty tree: Airflow would
             # drop every DAG.
@@ -138,13 +148,10 @@ class GitSource:
                 f"--subpath {selector.subpath!r} not found in commit {plan.revision}",
                 selector.subpath,
             )
-        targets = self._symlink_targets(items)
-        manifest = Manifest.of(
-            Entry(path, item.size, item.sha, mode_of(item), targets.get(path, ""))
-            for path, _, item in items
-        )
+        tree.files.extend(self._read_link_targets(tree))
+        manifest = Manifest.of(tree.files)
+        del tree.files[:]  # the manifest holds the entries now
         check_limits(manifest, self.config.max_files, self.config.max_bytes)
-        where = {path: (repo, item) for path, repo, item in items}
         plan_diff = diff(manifest, previous.manifest if previous else None)
         writer = TreeWriter(dest, previous)
         stats = FetchStats(manifest=manifest)
@@ -154,7 +161,7 @@ class GitSource:
                 stats.reused_files += 1
             else:
                 to_write.append(entry)
-        self._write(writer, to_write, where, stats, deadline)
+        self._write(writer, to_write, tree, stats, deadline)
         writer.finish()
         return stats
 
@@ -167,39 +174,35 @@ class GitSource:
         self,
         writer: TreeWriter,
         entries: list[Entry],
-        where: dict[str, tuple[Path, TreeItem]],
+        tree: Collected,
         stats: FetchStats,
         deadline: float,
     ) -> None:
         """Write ``entries`` from the cache: one streaming cat-file per repository."""
         by_repo: dict[Path, list[tuple[Entry, str]]] = {}
         for entry in entries:
-            repo, item = where[entry.path]
             if entry.is_symlink:
                 writer.symlink(entry)
             else:
-                by_repo.setdefault(repo, []).append((entry, item.sha))
+                by_repo.setdefault(tree.repo(entry.path), []).append((entry, entry.token))
             stats.downloaded_files += 1
             stats.downloaded_bytes += entry.size
         for repo, wanted in by_repo.items():
             with BlobBatch(self.git, repo, [sha for _, sha in wanted]) as blobs:
-                for entry, sha in wanted:
-                    remaining(deadline)
-                    with writer.open(entry) as fh:
-                        blobs.copy_to(sha, fh)
+                write_blobs(writer, blobs, wanted, deadline)
 
-    def _symlink_targets(self, items: list[tuple[str, Path, TreeItem]]) -> dict[str, str]:
-        """The link text of every symlink (it is part of the manifest, so read before diff)."""
-        by_repo: dict[Path, list[tuple[str, str]]] = {}
-        for path, repo, item in items:
-            if item.mode == GIT_MODE_SYMLINK:
-                by_repo.setdefault(repo, []).append((path, item.sha))
-        targets = {}
+    def _read_link_targets(self, tree: Collected) -> list[Entry]:
+        """The symlinks with their link text (part of the manifest, so read before diff)."""
+        by_repo: dict[Path, list[Entry]] = {}
+        for link in tree.links:
+            by_repo.setdefault(tree.repo(link.path), []).append(link)
+        done = []
         for repo, links in by_repo.items():
-            with BlobBatch(self.git, repo, [sha for _, sha in links]) as blobs:
-                for path, sha in links:
-                    targets[path] = blobs.read(sha).decode("utf-8", "surrogateescape")
-        return targets
+            with BlobBatch(self.git, repo, [link.token for link in links]) as blobs:
+                for link in links:
+                    target = blobs.read(link.token).decode("utf-8", "surrogateescape")
+                    done.append(replace(link, target=target))
+        return done
 
     def _collect(
         self,
@@ -208,52 +211,50 @@ class GitSource:
         commit: str,
         prefix: str,
         selector: Selector,
-        out: list[tuple[str, Path, TreeItem]],
+        tree: Collected,
         level: int,
         deadline: float,
     ) -> bool:
         """Every blob of ``commit`` (and of its submodules, as configured) that is selected;
         returns whether anything lies under --subpath (always true without one)."""
-        listing = self.git.run(
+        listing = self.git.records(
             ["ls-tree", "-r", "-z", "-l", "--full-tree", commit], deadline=deadline,
             what="ls-tree", shown=self.shown_url, repo_dir=repo_dir,
         )  # fmt: skip
-        submodules: list[TreeItem] = []
+        submodules: list[tuple[str, str]] = []  # (path, commit)
         found = not selector.subpath
-        for record in listing.split(b"\0"):
-            if not record:
-                continue
+        inside_prefix = selector.subpath + "/"
+        for record in listing:
             meta, _, raw_path = record.partition(b"\t")
             mode, kind, sha, size = meta.decode().split()
             path = prefix + raw_path.decode("utf-8", "surrogateescape")
-            inside = path.startswith(selector.subpath + "/")
-            found = found or inside or (kind == "commit" and path == selector.subpath)
+            found = found or path.startswith(inside_prefix)
             if kind == "commit":
-                submodules.append(TreeItem(mode, kind, sha, 0, path))
+                found = found or path == selector.subpath
+                submodules.append((path, sha))
                 continue
             if kind != "blob":
                 continue
             published = selector.select(path)
             if published is not None:
-                item = TreeItem(mode, kind, sha, int(size) if size != "-" else 0, path)
-                out.append((published, repo_dir, item))
+                tree.add(published, int(size), sha, GIT_MODES.get(mode, MODE_FILE), repo_dir)
         mode = self.config.submodules
         if not submodules or mode == "off" or (mode == "shallow" and level >= 1):
             return found
         urls = self._submodule_urls(repo_dir, commit, deadline)
-        for sub in submodules:
-            rel = sub.path[len(prefix) :]
-            if not _may_select(selector, sub.path):
+        for sub_path, sub_sha in submodules:
+            rel = sub_path[len(prefix) :]
+            if not _may_select(selector, sub_path):
                 continue
             sub_url = urls.get(rel)
             if sub_url is None:
-                raise SourceError(f"submodule {sub.path!r} has no url in .gitmodules", sub.path)
-            sub_url = self._submodule_url(url, sub_url, sub.path)
-            sub_dir = self.cache_dir / "modules" / re.sub(r"[^A-Za-z0-9._-]", "_", sub.path)
+                raise SourceError(f"submodule {sub_path!r} has no url in .gitmodules", sub_path)
+            sub_url = self._submodule_url(url, sub_url, sub_path)
+            sub_dir = self.cache_dir / "modules" / re.sub(r"[^A-Za-z0-9._-]", "_", sub_path)
             env = {} if self.local else NOT_FROM_USER
-            self._cache(sub_dir).ensure_commit(sub_url, sub.sha, None, deadline, env)
+            self._cache(sub_dir).ensure_commit(sub_url, sub_sha, None, deadline, env)
             inside = self._collect(
-                sub_dir, sub_url, sub.sha, sub.path + "/", selector, out, level + 1, deadline
+                sub_dir, sub_url, sub_sha, sub_path + "/", selector, tree, level + 1, deadline
             )
             found = found or inside
         return found
@@ -298,10 +299,6 @@ class GitSource:
 
     def close(self) -> None:
         self.auth.close()
-
-
-def mode_of(item: TreeItem) -> int:
-    return GIT_MODES.get(item.mode, MODE_FILE)
 
 
 def pick_ref_names(ref: str) -> list[str]:
