@@ -1,6 +1,6 @@
 """Object-store sync benchmark against the protocol fakes on loopback (not a test).
 
-    /work/venv/bin/python bench/store_bench.py --cloud oss            # or azure, all
+    /work/venv/bin/python bench/store_bench.py --cloud oss     # or azure, s3, gcs, azureblob, all
     /work/venv/bin/python bench/store_bench.py --files 2000 --concurrency 8 --sequential-files 500
 
 For each cloud: the fake server runs in its own process with an injected per-request latency
@@ -18,13 +18,16 @@ are that process's own (``os.wait4``), and the fake server's CPU is not counted.
 
 Clouds are "drivers" in ``DRIVERS``: a :class:`CloudDriver` subclass decorated with
 ``@driver`` (see :class:`OssDriver`). The fake runs behind :class:`ServerProcess`, which calls
-named handlers in the child over a pipe.
+named handlers in the child over a pipe. s3, gcs and azureblob run real emulators (moto,
+gcp-storage-emulator, Azurite) behind tests/fakes/counting_proxy, which adds the latency and
+counts the requests: see bench/cloud_drivers.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -45,6 +48,8 @@ from typing import Any, ClassVar
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from bench.cloud_drivers import EMULATORS, EmulatorSpec  # noqa: E402 - after the path fix
 
 DEFAULT_CONCURRENCY = 8
 Handlers = dict[str, Callable[..., Any]]
@@ -347,6 +352,35 @@ HIDDEN_COMMANDS: dict[str, Callable[..., None]] = {
 }
 
 
+class EmulatorDriver(FakeServerDriver):
+    """A cloud of bench/cloud_drivers.py: an emulator behind the counting proxy."""
+
+    spec: ClassVar[EmulatorSpec]
+
+    def start(self, latency: float) -> None:
+        self.server = ServerProcess(self.spec.factory, latency)
+        self.info: dict[str, str] = self.server.call("info")
+
+    def dagsync_args(self) -> list[str]:
+        return self.spec.dagsync_args(self.info)
+
+    def dagsync_env(self) -> dict[str, str]:
+        return self.spec.dagsync_env(self.info)
+
+    def sequential_argv(self, dest: Path, limit: int) -> list[str]:
+        command = f"_{self.name}_sequential"
+        return [sys.executable, __file__, command, json.dumps(self.info), str(dest), str(limit)]
+
+
+for _spec in EMULATORS:
+    DRIVERS[_spec.name] = type(
+        f"{_spec.name.capitalize()}Driver",
+        (EmulatorDriver,),
+        {"name": _spec.name, "spec": _spec, "listing_kinds": _spec.listing_kinds},
+    )
+    HIDDEN_COMMANDS[f"_{_spec.name}_sequential"] = _spec.sequential
+
+
 # -- measuring ---------------------------------------------------------------------------------
 
 
@@ -392,7 +426,18 @@ def child_env(cloud: CloudDriver) -> dict[str, str]:
     base = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DAGSYNC_", "GITSYNC_", "GIT_SYNC_", "OSS_", "AZURE_"))
+        if not k.startswith(
+            (
+                "DAGSYNC_",
+                "GITSYNC_",
+                "GIT_SYNC_",
+                "OSS_",
+                "AZURE_",
+                "AWS_",
+                "GOOGLE_",
+                "STORAGE_EMULATOR_HOST",
+            )
+        )
     }
     return {**base, **cloud.dagsync_env()}
 

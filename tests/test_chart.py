@@ -36,7 +36,26 @@ AZ_SAS = "sentinel-azure-sas-secret"
 AZ_KEY = "sentinel-azure-key-secret"
 TRIGGER = "sentinel-trigger-secret"
 RELAY = "sentinel-relay-token-secret"
-SENTINELS = (SSH, KNOWN_HOSTS, HTTPS, OSS, AZ_CONN, AZ_SAS, AZ_KEY, TRIGGER, RELAY)
+S3_KEYS = "sentinel-s3-keys-secret"
+GCS_KEY = "sentinel-gcs-key-secret"
+BLOB_SAS = "sentinel-azureblob-sas-secret"
+SENTINELS = (
+    SSH,
+    KNOWN_HOSTS,
+    HTTPS,
+    OSS,
+    AZ_CONN,
+    AZ_SAS,
+    AZ_KEY,
+    TRIGGER,
+    RELAY,
+    S3_KEYS,
+    GCS_KEY,
+    BLOB_SAS,
+)
+ROLE_ARN = "arn:aws:iam::123456789012:role/airflow-dags-reader"
+GSA = "dags-reader@acme-prod.iam.gserviceaccount.com"
+CLIENT_ID = "00000000-1111-2222-3333-444444444444"
 
 CASES: dict[str, dict[str, Any]] = {
     "default": {},
@@ -92,6 +111,51 @@ CASES: dict[str, dict[str, Any]] = {
         "local": {"path": "/source", "volume": {"nfs": {"server": "nas", "path": "/dags"}}},
         "persistence": {"existingClaim": "airflow-dags", "accessModes": ["ReadWriteOnce"]},
     },
+    "s3-irsa": {
+        "source": "s3",
+        "s3": {
+            "bucket": "acme-dags",
+            "prefix": "dags/",
+            "region": "eu-west-1",
+            "roleArn": ROLE_ARN,
+        },
+        "serviceAccount": {"create": True},
+    },
+    "s3-keys": {
+        "source": "s3",
+        "s3": {
+            "bucket": "dags",
+            "endpointUrl": "http://minio.minio.svc:9000",
+            "credentialsSecret": S3_KEYS,
+        },
+    },
+    "gcs-workload-identity": {
+        "source": "gcs",
+        "gcs": {"bucket": "acme-dags", "prefix": "dags", "serviceAccount": GSA},
+        "serviceAccount": {"create": True, "annotations": {"team": "data"}},
+    },
+    "gcs-key": {
+        "source": "gcs",
+        "gcs": {"bucket": "acme-dags", "project": "acme-prod", "keyFileSecret": GCS_KEY},
+    },
+    "azureblob-workload-identity": {
+        "source": "azureblob",
+        "azureblob": {
+            "container": "dags",
+            "accountUrl": "https://acme.blob.core.windows.net",
+            "clientId": CLIENT_ID,
+        },
+        "serviceAccount": {"create": True},
+    },
+    "azureblob-sas": {
+        "source": "azureblob",
+        "azureblob": {
+            "container": "dags",
+            "prefix": "prod",
+            "accountUrl": "https://acme.blob.core.windows.net",
+            "sasTokenSecret": BLOB_SAS,
+        },
+    },
     "monitoring": {
         "git": {"repo": "https://github.com/acme/dags.git"},
         "period": "2m",
@@ -129,6 +193,12 @@ EXPECTED_SOURCE = {
     "local": "local",
     "monitoring": "git",
     "relay": "git",
+    "s3-irsa": "s3",
+    "s3-keys": "s3",
+    "gcs-workload-identity": "gcs",
+    "gcs-key": "gcs",
+    "azureblob-workload-identity": "azureblob",
+    "azureblob-sas": "azureblob",
 }
 
 
@@ -207,7 +277,10 @@ def test_lint_clean_with_defaults() -> None:
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
-@pytest.mark.parametrize("case", ["git-ssh", "oss", "azure-sas", "local", "monitoring", "relay"])
+@pytest.mark.parametrize(
+    "case",
+    ["git-ssh", "oss", "azure-sas", "local", "monitoring", "relay", "s3-irsa", "azureblob-sas"],
+)
 def test_lint_clean_per_source(case: str) -> None:
     report = helm.lint(CHART, values=CASES[case], strict=True)
     assert report["errors"] == []
@@ -219,13 +292,21 @@ def test_chart_metadata(chart: Any) -> None:
     assert meta["apiVersion"] == "v2"
     assert meta["appVersion"] == "0.1.0"
     assert chart.schema["$schema"] == "http://json-schema.org/draft-07/schema#"
-    assert chart.schema["properties"]["source"]["enum"] == ["git", "oss", "azure", "local"]
+    assert chart.schema["properties"]["source"]["enum"] == [
+        "git",
+        "oss",
+        "azure",
+        "s3",
+        "gcs",
+        "azureblob",
+        "local",
+    ]
 
 
 @pytest.mark.parametrize(
     "values",
     [
-        {"source": "s3"},
+        {"source": "ftp"},
         {"period": "1m30s"},
         {"git": {"branch": "main"}},
         {"keepRevisions": 0},
@@ -234,7 +315,7 @@ def test_chart_metadata(chart: Any) -> None:
         {"networkPolicy": {"enabled": True, "extraFrom": {"podSelector": {}}}},
     ],
     ids=[
-        "source-s3",
+        "source-ftp",
         "compound-duration",
         "unknown-key",
         "keep-zero",
@@ -270,8 +351,34 @@ def test_schema_rejects(chart: Any, values: dict[str, Any]) -> None:
             "only one",
         ),
         ({"source": "local"}, "local.volume"),
+        ({"source": "s3", "s3": {"bucket": "b", "roleArn": ROLE_ARN}}, "serviceAccount.create"),
+        (
+            {"source": "gcs", "gcs": {"serviceAccount": GSA, "keyFileSecret": GCS_KEY}},
+            "not both",
+        ),
+        ({"source": "azureblob", "azureblob": {"container": "c"}}, "accountUrl is required"),
+        (
+            {
+                "source": "azureblob",
+                "azureblob": {
+                    "accountUrl": "https://a.blob.core.windows.net",
+                    "accountKeySecret": AZ_KEY,
+                    "sasTokenSecret": BLOB_SAS,
+                },
+            },
+            "only one",
+        ),
     ],
-    ids=["ssh-without-known-hosts", "azure-file-without-url", "azure-two-credentials", "local"],
+    ids=[
+        "ssh-without-known-hosts",
+        "azure-file-without-url",
+        "azure-two-credentials",
+        "local",
+        "irsa-without-service-account",
+        "gcs-two-credentials",
+        "azureblob-without-url",
+        "azureblob-two-credentials",
+    ],
 )
 def test_render_refuses_incomplete_credentials(
     chart: Any, values: dict[str, Any], message: str
@@ -334,7 +441,8 @@ def test_deployment_shape(renders: dict[str, dict[str, str]], case: str) -> None
     assert env["DAGSYNC_ROOT"] == "/git"
     assert env["DAGSYNC_HTTP_BIND"] == "0.0.0.0:9797"
     assert env["DAGSYNC_LINK"] == "current"
-    assert all(name.startswith(("DAGSYNC_", "OSS_", "AZURE_")) for name in env_of(c))
+    prefixes = ("DAGSYNC_", "OSS_", "AZURE_", "AWS_", "GOOGLE_")
+    assert all(name.startswith(prefixes) for name in env_of(c))
 
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -455,6 +563,73 @@ def test_azure_sas_and_account_key_are_files(renders: dict[str, dict[str, str]])
     env = env_values(container(docs))
     assert env["DAGSYNC_AZURE_ACCOUNT_KEY_FILE"] == "/etc/dagsync/azure/account-key"
     assert secret_files(docs) == {"azure/account-key": (AZ_KEY, "azurestorageaccountkey")}
+
+
+def service_account(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return by_kind(docs)["ServiceAccount"]
+
+
+def pod_labels(docs: list[dict[str, Any]]) -> dict[str, str]:
+    labels: dict[str, str] = by_kind(docs)["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def test_s3_irsa_annotates_the_service_account(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["s3-irsa"])
+    env = env_of(container(docs))
+    assert {k: v["value"] for k, v in env.items() if k.startswith("DAGSYNC_S3_")} == {
+        "DAGSYNC_S3_BUCKET": "acme-dags",
+        "DAGSYNC_S3_PREFIX": "dags/",
+        "DAGSYNC_S3_REGION": "eu-west-1",
+    }
+    assert not any(name.startswith("AWS_") for name in env)  # EKS injects the web identity
+    assert service_account(docs)["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": ROLE_ARN
+    }
+    pod = by_kind(docs)["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == FULLNAME
+
+
+def test_s3_static_keys_by_reference(renders: dict[str, dict[str, str]]) -> None:
+    env = env_of(container(objects(renders["s3-keys"])))
+    assert env["DAGSYNC_S3_ENDPOINT_URL"]["value"] == "http://minio.minio.svc:9000"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": S3_KEYS, "key": name}
+    assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+def test_gcs_workload_identity_and_key_file(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["gcs-workload-identity"])
+    assert service_account(docs)["metadata"]["annotations"] == {
+        "team": "data",
+        "iam.gke.io/gcp-service-account": GSA,
+    }
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in env_of(container(docs))
+
+    docs = objects(renders["gcs-key"])
+    env = env_values(container(docs))
+    assert env["DAGSYNC_GCS_PROJECT"] == "acme-prod"
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/etc/dagsync/gcs/key.json"
+    assert secret_files(docs) == {"gcs/key.json": (GCS_KEY, "key.json")}
+    assert "ServiceAccount" not in {d["kind"] for d in docs}
+
+
+def test_azureblob_workload_identity_and_sas_file(renders: dict[str, dict[str, str]]) -> None:
+    docs = objects(renders["azureblob-workload-identity"])
+    assert service_account(docs)["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": CLIENT_ID
+    }
+    assert pod_labels(docs)["azure.workload.identity/use"] == "true"
+    env = env_values(container(docs))
+    assert env["DAGSYNC_AZUREBLOB_ACCOUNT_URL"] == "https://acme.blob.core.windows.net"
+    assert not any(k.startswith(("AZURE_", "DAGSYNC_AZURE_")) for k in env)
+
+    docs = objects(renders["azureblob-sas"])
+    env = env_values(container(docs))
+    assert env["DAGSYNC_AZUREBLOB_PREFIX"] == "prod"
+    assert env["DAGSYNC_AZURE_SAS_TOKEN_FILE"] == "/etc/dagsync/azureblob/sas-token"
+    assert secret_files(docs) == {"azureblob/sas-token": (BLOB_SAS, "sas-token")}
+    assert "azure.workload.identity/use" not in pod_labels(docs)
 
 
 def test_local(renders: dict[str, dict[str, str]]) -> None:
@@ -659,7 +834,7 @@ def load_examples(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-@pytest.mark.parametrize("source", ["git", "oss", "azure"])
+@pytest.mark.parametrize("source", ["git", "oss", "azure", "s3", "gcs", "azureblob"])
 def test_airflow_chart_values(source: str) -> None:
     (values,) = load_examples(EXAMPLES / "airflow-chart" / f"values-{source}.yaml")
     assert values["images"]["gitSync"]["repository"].endswith("/dagsync")
@@ -670,7 +845,7 @@ def test_airflow_chart_values(source: str) -> None:
     env = {e["name"]: e for e in git_sync.get("env", [])}
     for name, entry in env.items():
         assert set(entry) <= {"name", "value", "valueFrom"}, name
-        if name.startswith(("OSS_", "AZURE_")):
+        if name.startswith(("OSS_", "AZURE_", "AWS_", "GOOGLE_")):
             assert "value" not in entry, f"{name} must come from a Secret"
             assert entry["valueFrom"]["secretKeyRef"]["name"]
     if source == "git":
@@ -682,8 +857,21 @@ def test_airflow_chart_values(source: str) -> None:
         required = {
             "oss": {"DAGSYNC_OSS_ENDPOINT", "DAGSYNC_OSS_BUCKET", "OSS_ACCESS_KEY_ID"},
             "azure": {"DAGSYNC_AZURE_SHARE", "AZURE_STORAGE_CONNECTION_STRING"},
+            "s3": {"DAGSYNC_S3_BUCKET", "DAGSYNC_S3_PREFIX"},
+            "gcs": {"DAGSYNC_GCS_BUCKET", "DAGSYNC_GCS_PREFIX"},
+            "azureblob": {"DAGSYNC_AZUREBLOB_CONTAINER", "DAGSYNC_AZUREBLOB_ACCOUNT_URL"},
         }[source]
         assert required <= set(env)
+    identity = {
+        "s3": "eks.amazonaws.com/role-arn",
+        "gcs": "iam.gke.io/gcp-service-account",
+        "azureblob": "azure.workload.identity/client-id",
+    }.get(source)
+    if identity:  # every component running the sidecar gets the cloud's identity wiring
+        for component in ("scheduler", "dagProcessor", "workers"):
+            assert values[component]["serviceAccount"]["annotations"][identity]
+            if source == "azureblob":
+                assert values[component]["labels"]["azure.workload.identity/use"] == "true"
 
 
 def pod_specs(doc: dict[str, Any]) -> dict[str, Any]:

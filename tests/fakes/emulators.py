@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -325,3 +326,59 @@ def azure_kind(method: str, path: str, query: Mapping[str, str]) -> str:
     if method == "GET" and not query.get("restype") and not query.get("comp"):
         return "get"
     return f"other-{method.lower()}"
+
+
+# -- emulators in their own process (the store bench) ------------------------------------------
+
+
+class SpawnedEmulator:
+    """``python -m tests.fakes.emulators s3|gcs PORT`` as a child process: the emulator's CPU
+    then runs beside the proxy's instead of sharing one interpreter's lock with it."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def start(self) -> SpawnedEmulator:
+        repo = Path(__file__).resolve().parent.parent.parent
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes.emulators", self.kind, str(self.port)],
+            cwd=repo,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+
+
+def _serve_forever(kind: str, port: int) -> None:
+    server: MotoS3 | GcsEmulator = MotoS3() if kind == "s3" else GcsEmulator()
+    server.port = port
+    server.start()
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _serve_forever(sys.argv[1], int(sys.argv[2]))

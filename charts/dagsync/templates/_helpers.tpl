@@ -78,7 +78,7 @@ The period in seconds, for alert thresholds. Accepts what dagsync accepts and th
 {{- $g := .Values.git }}
 {{- $a := .Values.azure }}
 {{- $serveToken := and .Values.serveRevisions.enabled .Values.serveRevisions.existingSecret }}
-{{- if or .Values.triggerSecret $serveToken (and (eq .Values.source "git") (or $g.sshKeySecret $g.knownHostsSecret $g.credentialsSecret)) (and (eq .Values.source "azure") (or $a.accountKeySecret $a.sasTokenSecret)) -}}
+{{- if or .Values.triggerSecret $serveToken (and (eq .Values.source "git") (or $g.sshKeySecret $g.knownHostsSecret $g.credentialsSecret)) (and (eq .Values.source "azure") (or $a.accountKeySecret $a.sasTokenSecret)) (include "dagsync.hasCloudSecretFiles" .) -}}
 true
 {{- end }}
 {{- end }}
@@ -125,6 +125,7 @@ true
         path: azure/sas-token
 {{- end }}
 {{- end }}
+{{- include "dagsync.cloudSecretFileSources" . }}
 {{- with .Values.triggerSecret }}
 - secret:
     name: {{ . }}
@@ -229,6 +230,8 @@ true
 - name: DAGSYNC_AZURE_SAS_TOKEN_FILE
   value: /etc/dagsync/azure/sas-token
 {{- end }}
+{{- else if has $v.source (list "s3" "gcs" "azureblob") }}
+{{- include "dagsync.cloudEnv" . }}
 {{- else if eq $v.source "local" }}
 {{- include "dagsync.envVar" (dict "name" "DAGSYNC_LOCAL_PATH" "value" $v.local.path) }}
 {{- end }}
