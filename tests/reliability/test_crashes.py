@@ -107,8 +107,10 @@ def phase_of(pids: list[int], root: Path, feed: Feed) -> str:
         return "resolve"
     if any(word in children for word in (" fetch ", "upload-pack", "index-pack", "remote-")):
         return "fetch"
+    if "cat-file --batch" in children:
+        return "write"  # blobs streamed into staging
     if "cat-file" in children:
-        return "write"
+        return "fetch"  # is the commit in the cache already?
     if CHECK_MARK in children:
         return "check"
     if not _in_pass(pids[0], root):
@@ -180,11 +182,14 @@ class Timeline:
             phase = phase_of([proc.pid, *descendants(proc.pid)], root, feed)
             now = time.monotonic() - started
             self.windows.setdefault(phase, [now, now])[1] = now
+            if phase == "idle" and "check" in self.windows and not self.total:
+                self.total = now  # the pass let go of the root's lock
             time.sleep(0.005)
-        self.total = time.monotonic() - started
+        self.total = self.total or time.monotonic() - started
 
     def moment(self, turn: int, rand: random.Random) -> float:
-        targets = [(self.windows[p][0], self.windows[p][1]) for p in PHASES if p in self.windows]
+        phases = [p for p in PHASES if p in self.windows and p != "idle"]
+        targets = [(self.windows[p][0], self.windows[p][1]) for p in phases]
         core_end = max([end for _, end in targets] or [0.0])
         targets.append((core_end, self.total))  # publish and clean-up, often too quick to see
         start, end = targets[turn % len(targets)]
