@@ -332,10 +332,16 @@ class AzureSource(ObjectStoreSource):
         stream = file.download_file(
             raw_response_hook=hook, **self._timeouts(deadline, f"download of {obj.key}")
         )
-        if str(stream.properties.etag).strip('"') != obj.token or stream.size != obj.size:
+        if str(stream.properties.etag).strip('"') != obj.token:
             raise SourceError(
                 f"{obj.key}: changed in {self.describe()} since it was listed; the next "
                 "sync will pick up the new version",
+                obj.key,
+            )
+        if stream.size != obj.size:  # same ETag: the listing itself was wrong
+            raise SourceError(
+                f"{obj.key}: listed with {obj.size} bytes but {self.describe()} serves "
+                f"{stream.size} with the same ETag",
                 obj.key,
             )
         digest = hashlib.md5(usedforsecurity=False)

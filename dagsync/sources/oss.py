@@ -380,8 +380,8 @@ class _Progress:
         announced = self.received + int(result.content_length or 0)
         if announced != self.size:
             raise SourceError(
-                f"{where}: listed with {self.size} bytes but served {announced}; changed during "
-                "the sync",
+                f"{where}: listed with {self.size} bytes but served {announced} under the "
+                "same ETag (If-Match held): the listing contradicts the object",
                 key,
             )
 

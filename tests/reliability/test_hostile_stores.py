@@ -258,3 +258,20 @@ def test_a_file_at_the_link_is_refused_before_listing_or_downloading(
     assert f"--link: {root / 'current'} exists and is a regular file" in run.stderr
     assert (root / "current").read_text() == "left by an old cron job\n"
     assert oss.requests == []  # nothing listed, nothing downloaded
+
+
+def test_azure_size_the_file_contradicts_fails_naming_it(
+    az: FakeAzureFiles, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    first = az_once(az, root)
+    assert first.returncode == 0, first.stderr
+    before = state(root)
+    az.put(SHARE, "liar.py", b"twelve bytes")
+    az.mangle_listing = lambda body: body.replace(
+        b"<Content-Length>12</Content-Length>", b"<Content-Length>5</Content-Length>"
+    )
+
+    run = az_once(az, root)
+
+    assert_refused(run, root, before, "liar.py: listed with 5 bytes", "serves 12")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -127,6 +128,9 @@ def exercise(channel: Channel, tmp_path: Path) -> Evidence:
         evidence.error_file = error_file.read_text()
         for path in ENDPOINTS:
             evidence.bodies[path] = fetch(base + path)
+        # dagsync's own argv is what the user gave it, unchanged (nothing added or rewritten).
+        own = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        assert own == [os.fsencode(a) for a in proc.args], own  # type: ignore[union-attr]
     finally:
         terminate(proc)
         sampler.stop.set()
