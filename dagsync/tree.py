@@ -28,6 +28,7 @@ class TreeWriter:
     def __init__(self, dest: Path, previous: Published | None) -> None:
         self.dest = dest
         self.previous = previous
+        self._dest_text = os.fspath(dest)
         self.parts = dest.with_name(dest.name + ".parts")
         self.parts.mkdir(parents=True, exist_ok=True)
         self._dirs: set[str] = set()
@@ -95,13 +96,17 @@ class TreeWriter:
     def create(self, entry: Entry) -> Iterator[BinaryIO]:
         """Like :meth:`open`, but writing the final path directly, one rename per file less:
         only for a tree this writer builds from nothing, in order, where a failure discards
-        the whole staging folder (a cold fetch from one stream)."""
-        fd = os.open(
-            self._target(entry.path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-        )
-        with open(fd, "wb") as fh:
+        the whole staging folder (a cold fetch from one stream). Unbuffered: callers write
+        large chunks."""
+        clean = safe_path(entry.path)
+        parent = os.path.dirname(clean)
+        if parent and parent not in self._dirs:
+            os.makedirs(os.path.join(self._dest_text, parent), mode=DIR_MODE, exist_ok=True)
+            self._dirs.add(parent)
+        target = os.path.join(self._dest_text, clean)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb", buffering=0) as fh:
             yield fh
-            fh.flush()
             size = os.fstat(fd).st_size
             if size != entry.size:
                 raise SourceError(
