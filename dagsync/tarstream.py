@@ -138,6 +138,7 @@ def write_tar(
 
 # -- reading --------------------------------------------------------------------------------------
 _ZERO_BLOCK = bytes(BLOCK_BYTES)
+_KINDS = {b"0": "file", b"\0": "file", b"2": "symlink"}
 
 
 class TarFormatError(ValueError):
@@ -225,8 +226,7 @@ class TarReader:
             block = self._exact(BLOCK_BYTES)
             if block == _ZERO_BLOCK:
                 return
-            checksum = _number(block[148:156])
-            if checksum != sum(block[:148]) + 8 * 32 + sum(block[156:]):
+            if _number(block[148:156]) != sum(block) - sum(block[148:156]) + 8 * 32:
                 raise TarFormatError("tar header checksum mismatch")
             flag = block[156:157]
             size = _number(block[124:136])
@@ -236,17 +236,18 @@ class TarReader:
                     pax = _pax_records(data)
                 continue
             name = _text(block[0:100])
-            if block[257:262] == b"ustar" and block[345:500].strip(b"\0"):
+            if block[257:262] == b"ustar" and block[345] != 0:
                 name = _text(block[345:500]) + "/" + name
-            name = pax.get("path", name)
-            linkname = pax.get("linkpath", _text(block[157:257]))
-            size = int(pax.get("size", size))
-            pax = {}
-            kind = {b"0": "file", b"\0": "file", b"2": "symlink"}.get(flag, flag.decode("latin-1"))
-            self._left = size if kind == "file" else 0
-            self._pad = -self._left % BLOCK_BYTES
-            if kind != "file" and size:
-                self._left, self._pad = size, -size % BLOCK_BYTES  # skipped, never read
+            linkname = _text(block[157:257]) if flag == b"2" else ""
+            if pax:
+                name = pax.get("path", name)
+                linkname = pax.get("linkpath", linkname)
+                size = int(pax.get("size", size))
+                pax = {}
+            kind = _KINDS.get(flag) or flag.decode("latin-1")
+            # Content of other kinds is skipped, never read.
+            self._left = size
+            self._pad = -size % BLOCK_BYTES
             yield Member(
                 name, size if kind == "file" else 0, _number(block[100:108]), kind, linkname
             )

@@ -40,6 +40,7 @@ T = TypeVar("T")
 REQUEST_TIMEOUT_SECONDS = 60.0  # per connect and per socket read, never past the deadline
 CHUNK_BYTES = 256 * 1024
 READ_BUFFER_BYTES = 1 << 20
+DEADLINE_CHECK_MEMBERS = 64
 # A busy relay answers 503 (Retry-After) and a restarting one refuses connections: keep trying
 # for about two minutes (backoff capped at 5 s), never past --sync-timeout.
 RETRY_ATTEMPTS = 30
@@ -284,8 +285,9 @@ class RelaySource(ObjectStoreSource):
         tar = TarReader(io.BufferedReader(resp, READ_BUFFER_BYTES))  # type: ignore[arg-type]
         seen: set[str] = set()
         try:
-            for member in tar.members():
-                remaining(deadline, what)
+            for count, member in enumerate(tar.members()):
+                if count % DEADLINE_CHECK_MEMBERS == 0:
+                    remaining(deadline, what)
                 key = checked_member(member, upstream, seen, self.describe())
                 path = published_as.get(key)
                 if path is None:
@@ -329,11 +331,14 @@ def checked_member(
     member: Member, upstream: dict[str, RemoteObject], seen: set[str], where: str
 ) -> str:
     """The manifest key of an archive member whose type, mode and size match its entry."""
-    try:
-        key = safe_path(member.name)
-    except UnsafePath as exc:
-        raise UnsafePath(f"{where}: archive member: {exc}", member.name) from None
-    obj = upstream.get(key)
+    key = member.name
+    obj = upstream.get(key)  # the manifest's keys passed safe_path when it was listed
+    if obj is None:
+        try:
+            key = safe_path(member.name)
+        except UnsafePath as exc:
+            raise UnsafePath(f"{where}: archive member: {exc}", member.name) from None
+        obj = upstream.get(key)
     if obj is None or key in seen:
         reason = "twice" if obj is not None else "but not in the manifest"
         raise SourceError(f"{where}: archive holds {key!r} {reason}", key)
