@@ -22,12 +22,14 @@ The interface for subclasses (stable; later additions are optional and backward 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, ClassVar, TypeVar
@@ -56,6 +58,7 @@ T = TypeVar("T")
 RETRY_ATTEMPTS = 6  # one call and up to five retries: ~6 s of backoff in all
 RETRY_FIRST_WAIT_SECONDS = 0.2
 RETRY_MAX_WAIT_SECONDS = 5.0
+IN_FLIGHT_PER_WORKER = 4  # downloads queued per worker thread
 
 
 class Cancelled(SourceError):
@@ -221,24 +224,37 @@ class ObjectStoreSource(ABC):
 
         workers = max(1, min(self.config.concurrency, len(todo)))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"dagsync-{self.name}")
+        # A few downloads per worker in flight, not one Future per file: 100,000 queued
+        # Futures (a Condition each) took over 200 MB.
+        queue = iter(todo)
         try:
-            futures: list[Future[None]] = [pool.submit(one, e) for e in todo]
-            done, _pending = wait(
-                futures, timeout=remaining(deadline, "download"), return_when=FIRST_EXCEPTION
-            )
-            failures = [f.exception() for f in done if f.exception() is not None]
-            # Report the first real failure, not a download that stopped because of it.
-            failures.sort(key=lambda exc: isinstance(exc, Cancelled))
-            if failures:
-                raise failures[0]  # type: ignore[misc]
-            if len(done) != len(futures):
-                # Name what was still coming: an SDK's own waits (retries) may be the cause.
-                late = [e.path for e, f in zip(todo, futures, strict=True) if f not in done]
-                more = f" and {len(late) - 3} more" if len(late) > 3 else ""
-                raise SyncTimeout(
-                    f"downloads from {self.describe()} exceeded --sync-timeout (unfinished: "
-                    f"{', '.join(late[:3])}{more})"
-                )
+            remaining(deadline, "download")
+            pending: dict[Future[None], str] = {}
+
+            def submit(count: int) -> None:
+                for e in itertools.islice(queue, count):
+                    pending[pool.submit(one, e)] = e.path
+
+            submit(workers * IN_FLIGHT_PER_WORKER)
+            while pending:
+                left = max(0.0, deadline - time.monotonic())
+                done, _ = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+                failures = [f.exception() for f in done if f.exception() is not None]
+                # Report the first real failure, not a download that stopped because of it.
+                failures.sort(key=lambda exc: isinstance(exc, Cancelled))
+                if failures:
+                    raise failures[0]  # type: ignore[misc]
+                if not done:
+                    # Name what was still coming: an SDK's own waits (retries) may be the cause.
+                    late = list(pending.values())
+                    more = f" and {len(late) - 3} more" if len(late) > 3 else ""
+                    raise SyncTimeout(
+                        f"downloads from {self.describe()} exceeded --sync-timeout (unfinished: "
+                        f"{', '.join(late[:3])}{more})"
+                    )
+                for f in done:
+                    del pending[f]
+                submit(len(done))
         finally:
             self.cancelled.set()
             pool.shutdown(wait=True, cancel_futures=True)
