@@ -105,6 +105,19 @@ class RevisionStore:
         for path in stale:
             with contextlib.suppress(OSError):
                 path.unlink()
+        self._remove_unclaimed_trees()
+
+    def _remove_unclaimed_trees(self) -> None:
+        """A revision folder without its manifest is what a kill in the middle of clean-up
+        leaves (the manifest went first). Publishing writes the manifest before the folder
+        moves in, so such a folder was never published; a pass that finds the source unchanged
+        does not clean up, so it would stay until the next publish."""
+        current = os.path.realpath(self.link)
+        for path in self.revisions.iterdir():
+            if path.name.startswith(".") or not path.is_dir() or path.is_symlink():
+                continue
+            if not self._manifest_path(path.name).exists() and os.path.realpath(path) != current:
+                remove_tree(path)
 
     def _make_root(self) -> None:
         # Folders on the way to a published tree must be traversable by Airflow's uid,

@@ -144,6 +144,21 @@ def test_prepare_clears_what_a_crash_left(store: RevisionStore) -> None:
     assert published(store.root)[0] == "r"
 
 
+def test_prepare_removes_a_tree_whose_manifest_clean_up_already_removed(
+    store: RevisionStore,
+) -> None:
+    # A kill in the middle of clean-up: the old revision's manifest is gone, its folder not.
+    # The next pass may find the source unchanged and not clean up, so start-up must.
+    build(store, "old", {"a": "1"}, now=1.0)
+    build(store, "new", {"a": "2"}, now=2.0)
+    (store.revisions / "old.manifest.json").unlink()
+    assert leftovers(store.root) == ["revisions/old (no manifest)"]
+    store.prepare()
+    assert leftovers(store.root) == []
+    assert not (store.revisions / "old").exists()
+    assert published(store.root)[0] == "new"
+
+
 def test_one_process_per_root(store: RevisionStore) -> None:
     entered = threading.Event()
     release = threading.Event()

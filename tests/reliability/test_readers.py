@@ -35,9 +35,12 @@ def dag_text(name: str, generation: int) -> str:
     return f"{marker}\nimport json\n{body}\nDAG_ID = json.dumps({name!r})\n{marker}\n"
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, scratch: Path) -> None:
+    """Write beside the source folder, then rename in: the folder never holds a temp file (the
+    sync would rightly publish one it lists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.writing")
+    scratch.mkdir(exist_ok=True)
+    tmp = scratch / path.name
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -48,9 +51,10 @@ def test_readers_see_whole_trees_while_run_publishes_500_revisions(
 ) -> None:
     rand = seeded("readers", SEED)
     source = tmp_path / "source"
+    scratch = tmp_path / "scratch"  # same file system as the source: renames are atomic
     names = [f"dags/team{i % 4}/dag_{i}.py" for i in range(FILES)]
     for name in names:
-        write_atomically(source / name, dag_text(name, 0))
+        write_atomically(source / name, dag_text(name, 0), scratch)
     root = tmp_path / "root"
     log = tmp_path / "run.log"
     env = client_env(hermetic_git_env, tmp_path / "home")
@@ -74,7 +78,7 @@ def test_readers_see_whole_trees_while_run_publishes_500_revisions(
         for generation in range(1, REVISIONS):
             before = link_target(root)
             for name in rand.sample(names, CHANGED_PER_GENERATION):
-                write_atomically(source / name, dag_text(name, generation))
+                write_atomically(source / name, dag_text(name, generation), scratch)
             wait_for(lambda b=before: link_target(root) != b or proc.poll() is not None,
                      what=f"generation {generation} to be published")  # fmt: skip
             assert proc.poll() is None, log.read_text()[-2000:]

@@ -1,12 +1,14 @@
 """SIGTERM while dagsync waits on a child: a slow exec hook, a slow ``--check cmd:``, a slow git
-fetch (smart HTTP that never answers), in ``once`` and in ``run``. dagsync exits promptly and
-no process it started (hook, check, git and its remote helper) outlives it.
+(smart HTTP that never answers, an ssh server that never speaks), in ``once`` and in ``run``.
+dagsync exits promptly and no process it started (hook, check, git and its remote helper, ssh)
+outlives it.
 
 Reproduce: ``pytest -q tests/reliability -s -k signals``.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import pytest
 from tests.gitservers import GitHttpServer, Repo
 from tests.helpers import client_env, start_dagsync, wait_for
 from tests.reliability.campaign import ChildWatch, table
+from tests.reliability.faultproxy import FaultProxy
 
 STOP_SECONDS = 10.0  # "promptly": the children would run for 300 s
 SLOW = "sleep 300; true"  # "; true" keeps sh alive as the group leader, like a real script
@@ -27,6 +30,9 @@ CASES = {
     "exec hook": (["--exechook-command", SLOW], "sleep 300"),
     "check cmd": (["--check", f"cmd:{SLOW}"], "sleep 300"),
     "git over http": ([], "remote-http"),
+    # ssh waits forever for the banner of a server that accepts and never speaks; the remote
+    # command in ssh's argv tells the ssh process apart from git's own.
+    "git over ssh": (["--ssh-known-hosts", "false"], "git-upload-pack"),
 }
 
 
@@ -40,6 +46,7 @@ def test_sigterm_leaves_no_child_behind(
     git_http: GitHttpServer,
     hermetic_git_env: dict[str, str],
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     extra, needle = CASES[case]
     repo = make_git_repo("dags")
@@ -47,6 +54,13 @@ def test_sigterm_leaves_no_child_behind(
     if case == "git over http":
         git_http.hang.set()  # every request is read and never answered
         url = git_http.url_for(repo.bare_path)
+    if case == "git over ssh":
+        if shutil.which("ssh") is None:
+            pytest.skip("no ssh client (apt-get install -y openssh-client)")
+        silent = FaultProxy(git_http.port).start()
+        silent.mode = "hang"
+        request.addfinalizer(silent.stop)
+        url = f"ssh://git@127.0.0.1:{silent.port}/dags.git"
     args = ["--repo", url, "--root", str(tmp_path / "root"), "--sync-timeout", "300s", *extra]
     if command == "run":
         args += ["--period", "1h", "--http-bind", ""]
