@@ -15,11 +15,11 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -27,6 +27,7 @@ from prometheus_client.exposition import choose_encoder
 
 from dagsync.errors import ConfigError, DagsyncError
 from dagsync.httpguard import HeaderDeadlines
+from dagsync.serve_http import HandlerResponder
 from dagsync.status import StatusBoard
 from dagsync.trigger import TriggerSecret
 
@@ -48,7 +49,6 @@ GITSYNC_NOT_READY = b"repo is not ready\n"
 # Connection threads at once; beyond that a connection gets a canned 503 from the accept loop.
 # (Downloads are limited further by serve.MAX_STREAMS, so /healthz keeps its threads.)
 MAX_CONNECTIONS = 256
-STREAM_STALL_SECONDS = 60.0  # a download client that reads nothing this long is dropped
 BUSY_REPLY = (
     b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 5\r\n"
     b"Connection: close\r\n\r\nbusy\n"
@@ -245,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         if revisions is None or not self._path().startswith("/v1/"):
             return False
         self.close_connection = True
-        revisions.handle(self.path, self.headers, _Responder(self), head)
+        revisions.handle(self.path, self.headers, HandlerResponder(self), head)
         return True
 
     def do_POST(self) -> None:
@@ -321,31 +321,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(reply.body)
         except OSError:  # the client went away; nothing to tell it
             self.close_connection = True
-
-
-class _Responder:
-    """The handler's socket lent to the revision server (``serve.Responder``)."""
-
-    def __init__(self, handler: _Handler) -> None:
-        self.handler = handler
-        self.started = False
-
-    def start(self, status: int, headers: Sequence[tuple[str, str]]) -> None:
-        h = self.handler
-        h.connection.settimeout(STREAM_STALL_SECONDS)
-        h.send_response(status)
-        for name, value in headers:
-            h.send_header(name, value)
-        h.send_header("Cache-Control", "no-store")
-        h.send_header("Connection", "close")
-        h.end_headers()
-        self.started = True
-
-    def write(self, data: bytes) -> None:
-        self.handler.wfile.write(data)
-
-    def sendfile(self, fh: BinaryIO, count: int) -> int:
-        return self.handler.connection.sendfile(fh, 0, count)
 
 
 _GET_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/status", "/"})

@@ -25,12 +25,13 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dagsync.errors import PublishError
+from dagsync.leases import clear_stale, held, remove_unless_leased
 from dagsync.manifest import Manifest
 from dagsync.sources.base import Published
 
@@ -220,44 +221,9 @@ class RevisionStore:
         """A complete revision on disk by id (published or still kept)."""
         return self._load(revision)
 
-    @contextlib.contextmanager
-    def lease(self, revision: str) -> Iterator[None]:
-        """Keep ``revision`` on disk while the block runs: a shared ``flock`` on its lease
-        file, which :meth:`collect_garbage` must take exclusively before removing it (so
-        another process on the same root, e.g. a server, is honoured too)."""
-        self.leases.mkdir(exist_ok=True)
-        with open(self.leases / revision, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    def _clear_stale_leases(self) -> None:
-        for lease in self.leases.iterdir() if self.leases.is_dir() else ():
-            if not (self.revisions / lease.name).exists():
-                self._try_remove_unleased(lease.name, [])
-
-    def _try_remove_unleased(self, revision: str, paths: list[Path]) -> bool:
-        """Remove ``paths`` of ``revision`` unless a lease holds it; False when leased."""
-        lease = self.leases / revision
-        if not self.leases.is_dir():
-            for path in paths:
-                remove_tree(path)
-            return True
-        with open(lease, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            try:
-                for path in paths:
-                    remove_tree(path)
-                with contextlib.suppress(FileNotFoundError):
-                    lease.unlink()
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        return True
+    def lease(self, revision: str) -> contextlib.AbstractContextManager[None]:
+        """Keep ``revision`` on disk while the block runs (see :mod:`dagsync.leases`)."""
+        return held(self.leases, revision)
 
     def read_state(self) -> dict[str, Any]:
         try:
@@ -402,12 +368,12 @@ class RevisionStore:
         for name, paths in sorted(doomed.items()):
             is_tree = any(p.name == name and p.is_dir() for p in paths)
             # A revision a response is still streaming stays until the next clean-up.
-            if not self._try_remove_unleased(name, paths):
+            if not remove_unless_leased(self.leases, name, _remover(paths)):
                 log.info("kept revision=%s reason=being served", name)
                 continue
             if is_tree:
                 removed.append(name)
-        self._clear_stale_leases()
+        clear_stale(self.leases, lambda name: (self.revisions / name).exists())
         for tree in self.retired.iterdir() if self.retired.exists() else ():
             retired_at = tree.name.partition("-")[0]
             if not retired_at.isdigit() or now - int(retired_at) >= grace:
@@ -420,6 +386,14 @@ def cannot_create(exc: OSError) -> PublishError:
     """The root (or a folder in it) could not be made: say which, and why in plain words."""
     reason = "a file is in the way" if exc.errno == errno.EEXIST else exc.strerror
     return PublishError(f"--root: cannot create {exc.filename}: {reason}")
+
+
+def _remover(paths: list[Path]) -> Callable[[], None]:
+    def remove() -> None:
+        for path in paths:
+            remove_tree(path)
+
+    return remove
 
 
 def _mkdirs(folder: Path) -> list[Path]:
