@@ -1,29 +1,34 @@
-"""``dagsync once`` beside ``git clone --depth 1 --single-branch`` of the same repository.
+"""``dagsync once`` beside plain git on the same generated repository, served by ``git daemon``.
 
-A generated repository (default 2,000 files, ~30 MB of random text, which git cannot compress
-much) is served by ``git daemon`` on loopback; then, alternating which goes first, each
-repetition runs both into a fresh folder:
+Scenarios (``--scenario``), each against its baseline in the same run, alternating which goes
+first, in fresh folders:
 
-    dagsync once --repo git://127.0.0.1:PORT/bench.git --root FRESH
-    git clone --quiet --depth 1 --single-branch git://127.0.0.1:PORT/bench.git FRESH
+- ``cold`` (default): ``dagsync once --repo URL --root FRESH`` against
+  ``git clone --depth 1 --single-branch URL FRESH``. With ``--subpath dags`` dagsync publishes
+  only ``dags/`` (``--subpath-files`` files, ``--subpath-megabytes`` MB of the repository) and
+  the server allows filters (``--no-filter`` to refuse them), against the same full clone.
+- ``warm``: one file changes per repetition; ``dagsync once`` on its existing root against
+  ``git fetch --depth 1 origin main && git checkout FETCH_HEAD`` in an existing clone.
 
-and prints wall time, CPU time and peak RSS of each, their medians and the ratios. Not a test:
+Printed per run and as medians: wall time, CPU time (the command and every descendant it
+reaped: git's index-pack, fetch-pack …), bytes received from the server (counted by a loopback
+proxy in front of ``git daemon``), and dagsync's own peak RSS (``VmHWM`` of the dagsync
+process itself, read at exit; git children are not in it). Then the ratios. Not a test:
 
-    /work/venv/bin/python bench/git_clone_bench.py                 # 2000 files, 30 MB, 7 runs
-    /work/venv/bin/python bench/git_clone_bench.py --repetitions 9 --profile
-
-What is measured: each command is a child of this script, waited for with ``os.wait4``, so
-``ru_utime + ru_stime`` is the CPU of the child *and every descendant it reaped* (git's
-``index-pack``, ``fetch-pack`` …), and ``ru_maxrss`` is the peak resident set of the *largest
-single process* in that tree (Linux reports the maximum, not the sum). The server side
-(``git daemon`` and its ``upload-pack``) is not a descendant, so neither side is charged for it.
-Target: median wall time of dagsync ≤ 1.3 × git clone's.
+    python bench/git_clone_bench.py                                  # 2,000 files, 30 MB
+    python bench/git_clone_bench.py --commits 50 --repetitions 5
+    python bench/git_clone_bench.py --files 20000 --megabytes 200 --subpath dags \\
+        --subpath-files 1000 --subpath-megabytes 10 --repetitions 3
+    python bench/git_clone_bench.py --scenario warm
+    python bench/git_clone_bench.py --files 100000 --megabytes 100 --repetitions 1
+    python bench/git_clone_bench.py --profile                        # cProfile one dagsync run
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import random
 import shutil
@@ -32,19 +37,34 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-TARGET_RATIO = 1.3
 LINE_BYTES = 76
+# Runs dagsync and writes its own peak RSS (VmHWM: this process only, reset at exec) at exit.
+LAUNCHER = """import atexit, runpy, sys
+out = sys.argv.pop(1)
+def peak():
+    with open("/proc/self/status") as fh:
+        kb = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+    with open(out, "w") as fh:
+        fh.write(kb)
+atexit.register(peak)
+sys.argv[0] = "dagsync"
+runpy.run_module("dagsync", run_name="__main__", alter_sys=True)
+"""
+TARGETS = {"cold": 1.0, "cold-subpath": 0.25, "warm": 1.5}
 
 
 @dataclass(frozen=True)
 class Measure:
     wall: float
     cpu: float
-    maxrss_kb: int
+    maxrss_kb: int  # the largest process of the tree (ru_maxrss of the reaped children)
+    own_rss_kb: int  # dagsync's own process; 0 for git
+    received: int  # bytes from the server
 
 
 def git_env(home: Path) -> dict[str, str]:
@@ -57,26 +77,99 @@ def git_env(home: Path) -> dict[str, str]:
     return env
 
 
-def make_repo(path: Path, files: int, total_bytes: int, env: dict[str, str], seed: int) -> None:
-    """A bare repository with one commit of ``files`` files of random base64 text."""
-    work = path.with_suffix(".work")
-    rnd = random.Random(seed)
-    per_file = total_bytes // files
-    for i in range(files):
-        raw = rnd.randbytes(per_file * 3 // 4)
-        text = base64.b64encode(raw).decode()
-        lines = [text[j : j + LINE_BYTES] for j in range(0, len(text), LINE_BYTES)]
-        target = work / f"dags/team_{i % 40:02d}/dag_{i:05d}.py"
+def _text(rnd: random.Random, nbytes: int, header: str) -> str:
+    raw = rnd.randbytes(max(1, nbytes * 3 // 4))
+    text = base64.b64encode(raw).decode()
+    lines = [text[j : j + LINE_BYTES] for j in range(0, len(text), LINE_BYTES)]
+    return header + "\n".join(f"# {line}" for line in lines)
+
+
+def layout(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(path, bytes) of every file: with --subpath, its files and the rest under data/."""
+    total = int(args.megabytes * 1024**2)
+    if not args.subpath:
+        per = total // args.files
+        return [(f"dags/team_{i % 40:02d}/dag_{i:06d}.py", per) for i in range(args.files)]
+    inside = int(args.subpath_megabytes * 1024**2)
+    n_in, n_out = args.subpath_files, args.files - args.subpath_files
+    files = [(f"{args.subpath}/team_{i % 20:02d}/dag_{i:06d}.py", inside // n_in)
+             for i in range(n_in)]  # fmt: skip
+    files += [(f"data/part_{i % 100:03d}/rows_{i:06d}.py", (total - inside) // max(1, n_out))
+              for i in range(n_out)]  # fmt: skip
+    return files
+
+
+def make_repo(path: Path, args: argparse.Namespace, env: dict[str, str]) -> Path:
+    """A bare repository: one commit of every file, then ``--commits - 1`` commits that each
+    change a few files. Returns a work clone to commit more from."""
+    work = path.parent.parent / "work"  # outside the folder git daemon serves
+    rnd = random.Random(args.seed)
+    files = layout(args)
+    for i, (rel, size) in enumerate(files):
+        target = work / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f"# generated DAG {i}\n" + "\n".join(f"# {line}" for line in lines))
-    for args in (
-        ["init", "--quiet", "--initial-branch=main", str(work)],
-        ["-C", str(work), "add", "--all"],
-        ["-C", str(work), "commit", "--quiet", "-m", "bench"],
-        ["clone", "--quiet", "--bare", str(work), str(path)],
-    ):
-        subprocess.run(["git", *args], env=env, check=True)
-    shutil.rmtree(work)
+        target.write_text(_text(rnd, size, f"# generated file {i}\n"))
+    run(["git", "init", "--quiet", "--initial-branch=main", str(work)], env)
+    run(["git", "-C", str(work), "add", "--all"], env)
+    run(["git", "-C", str(work), "commit", "--quiet", "-m", "c1"], env)
+    for c in range(2, args.commits + 1):
+        for rel, size in rnd.sample(files, min(10, len(files))):
+            (work / rel).write_text(_text(rnd, size, f"# commit {c}\n"))
+        run(["git", "-C", str(work), "commit", "--quiet", "-am", f"c{c}"], env)
+    run(["git", "clone", "--quiet", "--bare", str(work), str(path)], env)
+    run(["git", "-C", str(work), "remote", "add", "origin", str(path)], env)
+    return work
+
+
+def run(argv: list[str], env: dict[str, str]) -> None:
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+class CountingProxy:
+    """A loopback TCP proxy in front of the server that counts the bytes sent to clients."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = upstream_port
+        self.received = 0
+        self._lock = threading.Lock()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = int(self._sock.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def take(self) -> int:
+        with self._lock:
+            count, self.received = self.received, 0
+        return count
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+                if count:
+                    with self._lock:
+                        self.received += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 def free_port() -> int:
@@ -104,7 +197,10 @@ def start_daemon(base: Path, env: dict[str, str]) -> tuple[subprocess.Popen[byte
             time.sleep(0.02)
 
 
-def measure(argv: list[str], env: dict[str, str]) -> Measure:
+def measure(
+    argv: list[str], env: dict[str, str], proxy: CountingProxy, rss: Path | None
+) -> Measure:
+    proxy.take()
     started = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -112,20 +208,27 @@ def measure(argv: list[str], env: dict[str, str]) -> Measure:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{argv[0]} exited {proc.returncode}: {' '.join(argv)}")
-    return Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+    own = int(rss.read_text()) if rss is not None and rss.exists() else 0
+    return Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, own, proxy.take())
 
 
-def dagsync_argv(profile_to: Path | None) -> list[str]:
+def dagsync_argv(rss: Path, profile_to: Path | None) -> list[str]:
     if profile_to is not None:
         return [sys.executable, "-m", "cProfile", "-o", str(profile_to), "-m", "dagsync"]
-    return [sys.executable, "-m", "dagsync"]
+    return [sys.executable, "-c", LAUNCHER, str(rss)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=["cold", "warm"], default="cold")
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--megabytes", type=float, default=30.0)
-    parser.add_argument("--repetitions", type=int, default=7)
+    parser.add_argument("--commits", type=int, default=1, help="commits of history")
+    parser.add_argument("--subpath", default="", help="dagsync publishes only this folder")
+    parser.add_argument("--subpath-files", type=int, default=1000)
+    parser.add_argument("--subpath-megabytes", type=float, default=10.0)
+    parser.add_argument("--no-filter", action="store_true", help="server refuses filters")
+    parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--profile", action="store_true", help="cProfile one dagsync run")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
@@ -134,47 +237,40 @@ def main() -> int:
     top = Path(tempfile.mkdtemp(prefix="dagsync-bench-"))
     env = git_env(top / "home")
     (top / "home").mkdir()
-    served = top / "served"
-    served.mkdir()
     daemon: subprocess.Popen[bytes] | None = None
+    proxy: CountingProxy | None = None
     try:
+        served = top / "served"
+        served.mkdir()
         t0 = time.monotonic()
-        make_repo(served / "bench.git", args.files, int(args.megabytes * 1024**2), env, args.seed)
+        work = make_repo(served / "bench.git", args, env)
+        filters = "false" if args.no_filter else "true"
+        run(["git", "--git-dir", str(served / "bench.git"), "config", "uploadpack.allowFilter",
+             filters], env)  # fmt: skip
         size = sum(f.stat().st_size for f in (served / "bench.git").rglob("*") if f.is_file())
-        made = time.monotonic() - t0
-        print(f"repository: {args.files} files, {args.megabytes:.0f} MB of text, "
-              f"{size / 1024**2:.1f} MB packed (made in {made:.1f} s)")  # fmt: skip
+        print(f"repository: {args.files} files, {args.megabytes:g} MB of text, {args.commits} "
+              f"commits, {size / 1024**2:.1f} MB packed (made in {time.monotonic() - t0:.1f} s)"
+              + (f"; --subpath {args.subpath}: {args.subpath_files} files, "
+                 f"{args.subpath_megabytes:g} MB; filters {'refused' if args.no_filter else 'ok'}"
+                 if args.subpath else ""))  # fmt: skip
         daemon, port = start_daemon(served, env)
-        url = f"git://127.0.0.1:{port}/bench.git"
-        print(f"served by git daemon at {url}; git {_git_version()}; "
-              f"python {sys.version.split()[0]}; {os.cpu_count()} CPUs")  # fmt: skip
-        runs: dict[str, list[Measure]] = {"dagsync once": [], "git clone": []}
-        for rep in range(args.repetitions):
-            order = ["dagsync once", "git clone"]
-            if rep % 2:
-                order.reverse()
-            for name in order:
-                dest = top / f"{name.split()[0]}-{rep}"
-                if name == "git clone":
-                    argv = ["git", "clone", "--quiet", "--depth", "1", "--single-branch",
-                            url, str(dest)]  # fmt: skip
-                else:
-                    profile = top / "dagsync.prof" if args.profile and rep == 0 else None
-                    argv = [*dagsync_argv(profile), "once", "--repo", url, "--root", str(dest),
-                            "--log-level", "warning"]  # fmt: skip
-                m = measure(argv, env)
-                runs[name].append(m)
-                print(f"  run {rep + 1}: {name:<13} wall {m.wall:6.3f} s  cpu {m.cpu:6.3f} s  "
-                      f"peak RSS {m.maxrss_kb / 1024:6.1f} MB")  # fmt: skip
-                shutil.rmtree(dest, ignore_errors=True)
-        _summary(runs)
+        proxy = CountingProxy(port)
+        url = f"git://127.0.0.1:{proxy.port}/bench.git"
+        print(f"served by git daemon (behind a counting proxy) at {url}; git {_git_version()}; "
+              f"python {sys.version.split()[0]}; {os.cpu_count()} CPUs; load "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
+        if args.scenario == "warm":
+            runs = warm(args, top, url, work, env, proxy)
+        else:
+            runs = cold(args, top, url, env, proxy)
+        key = "cold-subpath" if args.subpath and args.scenario == "cold" else args.scenario
+        _summary(runs, TARGETS[key])
         if args.profile:
             _print_profile(top / "dagsync.prof")
-        ratio = _median(runs["dagsync once"], "wall") / _median(runs["git clone"], "wall")
-        verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
-        print(f"target wall ratio <= {TARGET_RATIO}: {verdict} ({ratio:.2f})")
         return 0
     finally:
+        if proxy is not None:
+            proxy.close()
         if daemon is not None:
             daemon.terminate()
             daemon.wait()
@@ -184,21 +280,94 @@ def main() -> int:
             shutil.rmtree(top, ignore_errors=True)
 
 
+def cold(
+    args: argparse.Namespace, top: Path, url: str, env: dict[str, str], proxy: CountingProxy
+) -> dict[str, list[Measure]]:
+    runs: dict[str, list[Measure]] = {"dagsync once": [], "git clone": []}
+    extra = ["--subpath", args.subpath] if args.subpath else []
+    for rep in range(args.repetitions):
+        order = list(runs) if rep % 2 == 0 else list(reversed(runs))
+        for name in order:
+            dest = top / f"{name.split()[0]}-{rep}"
+            rss = top / "rss"
+            rss.unlink(missing_ok=True)
+            if name == "git clone":
+                argv = ["git", "clone", "--quiet", "--depth", "1", "--single-branch", url,
+                        str(dest)]  # fmt: skip
+                m = measure(argv, env, proxy, None)
+            else:
+                profile = top / "dagsync.prof" if args.profile and rep == 0 else None
+                argv = [*dagsync_argv(rss, profile), "once", "--repo", url, "--root", str(dest),
+                        "--log-level", "warning", "--max-files", str(args.files + 1),
+                        *extra]  # fmt: skip
+                m = measure(argv, env, proxy, rss)
+            runs[name].append(m)
+            _print_run(rep, name, m)
+            shutil.rmtree(dest, ignore_errors=True)
+    return runs
+
+
+def warm(
+    args: argparse.Namespace, top: Path, url: str, work: Path, env: dict[str, str],
+    proxy: CountingProxy,
+) -> dict[str, list[Measure]]:  # fmt: skip
+    root, clone = top / "root", top / "clone"
+    rss = top / "rss"
+    base = ["once", "--repo", url, "--root", str(root), "--log-level", "warning",
+            "--max-files", str(args.files + 1)]  # fmt: skip
+    measure([*dagsync_argv(rss, None), *base], env, proxy, rss)
+    run(["git", "clone", "--quiet", "--depth", "1", "--single-branch", url, str(clone)], env)
+    refresh = (f"git -C {clone} fetch --quiet --depth 1 origin main && "
+               f"git -C {clone} checkout --quiet FETCH_HEAD")  # fmt: skip
+    runs: dict[str, list[Measure]] = {"dagsync once": [], "git fetch+checkout": []}
+    rnd = random.Random(args.seed + 1)
+    files = [p for p in work.rglob("*.py") if ".git" not in p.parts]
+    for rep in range(args.repetitions):
+        changed = rnd.choice(files)
+        changed.write_text(_text(rnd, changed.stat().st_size, f"# warm {rep}\n"))
+        run(["git", "-C", str(work), "commit", "--quiet", "-am", f"warm {rep}"], env)
+        run(["git", "-C", str(work), "push", "--quiet", "origin", "main"], env)
+        order = list(runs) if rep % 2 == 0 else list(reversed(runs))
+        for name in order:
+            rss.unlink(missing_ok=True)
+            if name == "dagsync once":
+                m = measure([*dagsync_argv(rss, None), *base], env, proxy, rss)
+            else:
+                m = measure(["sh", "-c", refresh], env, proxy, None)
+            runs[name].append(m)
+            _print_run(rep, name, m)
+    return runs
+
+
+def _print_run(rep: int, name: str, m: Measure) -> None:
+    own = f"  own RSS {m.own_rss_kb / 1024:6.1f} MB" if m.own_rss_kb else ""
+    print(f"  run {rep + 1}: {name:<18} wall {m.wall:7.3f} s  cpu {m.cpu:6.3f} s  "
+          f"received {m.received / 1024**2:7.2f} MB  peak RSS {m.maxrss_kb / 1024:6.1f} MB{own}",
+          flush=True)  # fmt: skip
+
+
 def _median(ms: list[Measure], attr: str) -> float:
     return statistics.median(getattr(m, attr) for m in ms)
 
 
-def _summary(runs: dict[str, list[Measure]]) -> None:
-    print("median of", len(runs["git clone"]), "runs:")
+def _summary(runs: dict[str, list[Measure]], target: float) -> None:
+    (dname, d), (gname, g) = runs.items()
+    print(f"median of {len(d)} runs:")
     for name, ms in runs.items():
-        print(f"  {name:<13} wall {_median(ms, 'wall'):6.3f} s  cpu {_median(ms, 'cpu'):6.3f} s  "
-              f"peak RSS {_median(ms, 'maxrss_kb') / 1024:6.1f} MB")  # fmt: skip
-    d, g = runs["dagsync once"], runs["git clone"]
-    print(f"ratio dagsync / git clone (medians): wall {_median(d, 'wall') / _median(g, 'wall'):.2f}"
-          f"  cpu {_median(d, 'cpu') / _median(g, 'cpu'):.2f}"
-          f"  peak RSS {_median(d, 'maxrss_kb') / _median(g, 'maxrss_kb'):.2f}")  # fmt: skip
+        own = _median(ms, "own_rss_kb")
+        print(f"  {name:<18} wall {_median(ms, 'wall'):7.3f} s  cpu {_median(ms, 'cpu'):6.3f} s  "
+              f"received {_median(ms, 'received') / 1024**2:7.2f} MB"
+              + (f"  own peak RSS {own / 1024:6.1f} MB" if own else ""))  # fmt: skip
+    ratio = _median(d, "wall") / _median(g, "wall")
+    received = _median(d, "received") / max(1.0, _median(g, "received"))
+    print(
+        f"ratio {dname} / {gname} (medians): wall {ratio:.2f}  "
+        f"cpu {_median(d, 'cpu') / _median(g, 'cpu'):.2f}  bytes received {received:.2f}"
+    )
     best = min(m.wall for m in d) / min(m.wall for m in g)
     print(f"ratio of the fastest runs (least disturbed by other load): wall {best:.2f}")
+    verdict = "met" if ratio <= target else "MISSED"
+    print(f"target wall ratio <= {target}: {verdict} ({ratio:.2f})")
 
 
 def _print_profile(path: Path) -> None:

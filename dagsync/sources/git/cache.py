@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 from dagsync.errors import SourceError
 from dagsync.redact import redact_url
@@ -31,6 +35,20 @@ KEEP_REF = "refs/dagsync/current"
 # A fetch adds one pack; past this many the cache is repacked and unreachable objects pruned,
 # so a sidecar that publishes for months keeps a small, fast cache.
 MAX_PACKS = 20
+PROMISOR = "origin"
+FULL_HEX = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+BLOB_FILTER = "blob:none"
+# What git's own lazy fetch of missing objects runs. No negotiation: the blobs are reachable
+# from a commit the cache has, so a server told about it would send none of them.
+BLOB_FETCH = [
+    "--no-tags", "--no-write-fetch-head", "--recurse-submodules=no",
+    f"--filter={BLOB_FILTER}", "--stdin",
+]  # fmt: skip
+NO_NEGOTIATION = {
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "fetch.negotiationAlgorithm",
+    "GIT_CONFIG_VALUE_0": "noop",
+}
 
 # What a git process killed with -9 (a pod killed mid-sync) leaves in the cache and what would
 # make every later git in it fail ("shallow.lock: File exists").
@@ -42,13 +60,21 @@ CACHE_CONFIG = (("gc", "pruneExpire", "now"), ("fetch", "unpackLimit", 1))
 
 
 class CacheRepo:
-    """One bare cache repository (the superproject's or a submodule's) and its fetches."""
+    """One bare cache repository (the superproject's or a submodule's) and its fetches.
 
-    def __init__(self, git: GitCommand, repo_dir: Path, depth: int) -> None:
+    ``partial``: fetch commits and trees only (``--filter=blob:none``, the cache becomes a
+    partial clone of the promisor remote "origin"); :meth:`ensure_blobs` then fetches exactly
+    the blobs a selection needs, in one request. A server that ignores filters sends
+    everything, as a plain fetch; one that refuses blobs by id gets the plain fetch instead.
+    """
+
+    def __init__(self, git: GitCommand, repo_dir: Path, depth: int, partial: bool) -> None:
         self.git = git
         self.repo_dir = repo_dir
         self.depth = depth
+        self.partial = partial
         self.progress_callback: ProgressCallback | None = None
+        self._fetched: tuple[str, str, dict[str, str]] | None = None  # url, commit, env
 
     def ensure_commit(
         self, url: str, sha: str, ref: str | None, deadline: float, env: dict[str, str]
@@ -56,47 +82,150 @@ class CacheRepo:
         """Fetch ``sha`` from ``url`` unless it is here already, and keep it (KEEP_REF)."""
         shown = redact_url(url)
         repo = open_cache(self.repo_dir, self.git.env())
+        if self.partial or is_partial_clone(self.repo_dir):
+            set_promisor(repo, url)  # also a new --repo for a cache that is partial already
         repo.close()
+        self._fetched = (url, sha, env)
         if not self.has_commit(sha, deadline, shown):
             args = ["--no-tags", "--no-write-fetch-head", "--no-auto-gc"]
             if self.depth > 0:
                 args.append(f"--depth={self.depth}")
             elif (self.repo_dir / "shallow").exists():
                 args.append("--unshallow")
+            if self.partial:
+                args.append(f"--filter={BLOB_FILTER}")
             try:
                 self._fetch(args, url, sha, deadline, env)
             except SourceError:
                 if not ref:
                     raise
-                # Servers that refuse a want by SHA still serve the ref it came from.
+                # Servers that refuse a want by SHA still serve the ref it came from; the
+                # ref may have moved since, so check the commit came with it.
                 self._fetch(args, url, ref, deadline, env)
-            if not self.has_commit(sha, deadline, shown):
-                raise SourceError(f"commit {sha} not found in {shown}", sha)
+                if not self.has_commit(sha, deadline, shown):
+                    raise SourceError(f"commit {sha} not found in {shown}", sha) from None
         self._run(["update-ref", KEEP_REF, sha], deadline, "update-ref", shown)
         if pack_count(self.repo_dir) > MAX_PACKS:
             # Only refs/dagsync/current is kept: older commits and their blobs go.
             self._run(["gc", "--quiet", "--prune=now"], deadline, "gc", shown)
 
+    def fetch_ref(self, url: str, ref: str, deadline: float) -> str | None:
+        """Fetch ``ref`` into a new cache and return the commit it names; None when the
+        remote has no such ref (the caller then asks with ls-remote, which knows tags)."""
+        repo = open_cache(self.repo_dir, self.git.env())
+        if self.partial:
+            set_promisor(repo, url)
+        repo.close()
+        args = ["--no-tags", "--no-auto-gc"]
+        if self.depth > 0:
+            args.append(f"--depth={self.depth}")
+        if self.partial:
+            args.append(f"--filter={BLOB_FILTER}")
+        try:
+            self._fetch(args, url, ref, deadline, {})
+        except SourceError as exc:
+            if "couldn't find remote ref" not in str(exc):
+                raise
+            return None
+        head = (self.repo_dir / "FETCH_HEAD").read_text().split("\t", 1)[0].strip()
+        (self.repo_dir / "FETCH_HEAD").unlink()
+        return head if FULL_HEX.match(head) else None
+
+    def ensure_blobs(self, shas: Iterable[str], deadline: float) -> None:
+        """Fetch those of ``shas`` that a partial clone lacks, in one request (git would
+        fetch them one by one, lazily, as ``cat-file`` asks)."""
+        if self._fetched is None or not is_partial_clone(self.repo_dir):
+            return
+        url, commit, env = self._fetched
+        shown = redact_url(url)
+        missing = self._missing_objects(commit, deadline, shown)
+        need = sorted({sha for sha in shas if sha in missing})
+        if not need:
+            return
+        log.debug("fetching blobs count=%d of %s", len(need), shown)
+        with tempfile.TemporaryFile() as wanted:
+            wanted.write("".join(f"{sha}\n" for sha in need).encode())
+            wanted.seek(0)
+            try:
+                self._fetch(
+                    BLOB_FETCH, url, None, deadline, {**env, **NO_NEGOTIATION}, istream=wanted
+                )
+            except SourceError as exc:
+                log.warning(
+                    "fetching blobs by id failed, fetching the whole commit instead url=%s "
+                    "error=%s", shown, exc,
+                )  # fmt: skip
+                remove_tree(self.repo_dir)
+                self.partial = False
+                self.ensure_commit(url, commit, None, deadline, env)
+
+    def _missing_objects(self, commit: str, deadline: float, shown: str) -> set[str]:
+        listing = self.git.records(
+            ["rev-list", "--objects", "--missing=print", commit], deadline=deadline,
+            what="rev-list", shown=shown, repo_dir=self.repo_dir, separator=b"\n",
+        )  # fmt: skip
+        return {line[1:41].decode() for line in listing if line.startswith(b"?")}
+
     def _fetch(
-        self, options: list[str], url: str, want: str, deadline: float, env: dict[str, str]
+        self,
+        options: list[str],
+        url: str,
+        want: str | None,
+        deadline: float,
+        env: dict[str, str],
+        istream: IO[bytes] | None = None,
     ) -> None:
+        """Fetch ``want`` (or what ``istream`` lists) from ``url``, through the promisor
+        remote when this cache is a partial clone (git requires that for filters)."""
         shown = redact_url(url)
         check_remote(url, options, shown)
+        source = PROMISOR if is_partial_clone(self.repo_dir) else url
         progress = FetchProgress(f"fetch of {shown}", self.progress_callback)
         self.git.fetch(
-            [*options, "--", url, want], deadline=deadline, what="fetch", shown=shown,
-            repo_dir=self.repo_dir, progress=progress, env=env,
+            [*options, "--", source, *([want] if want else [])], deadline=deadline,
+            what="fetch", shown=shown, repo_dir=self.repo_dir, progress=progress, env=env,
+            istream=istream,
         )  # fmt: skip
 
     def has_commit(self, sha: str, deadline: float, shown: str) -> bool:
+        """Whether the commit is here; never a lazy fetch from a promisor remote (as
+        ``cat-file -e`` would do: of the whole history of that commit)."""
         try:
-            self._run(["cat-file", "-e", f"{sha}^{{commit}}"], deadline, "cat-file", shown)
+            out = self._run(
+                ["rev-list", "--missing=allow-any", "--no-walk", sha], deadline, "rev-list", shown
+            )
         except SourceError:
             return False
-        return True
+        return bool(out.strip())
 
     def _run(self, args: list[str], deadline: float, what: str, shown: str) -> bytes:
         return self.git.run(args, deadline=deadline, what=what, shown=shown, repo_dir=self.repo_dir)
+
+
+def set_promisor(repo: Repo, url: str) -> None:
+    """Make ``repo`` a partial clone of ``url`` (the remote "origin", filter blob:none)."""
+    section = f'remote "{PROMISOR}"'
+    reader = repo.config_reader("repository")
+    wanted = {
+        (section, "url"): url,
+        (section, "promisor"): "true",
+        (section, "partialclonefilter"): BLOB_FILTER,
+        ("extensions", "partialclone"): PROMISOR,
+        ("core", "repositoryformatversion"): "1",
+    }
+    changed = {k: v for k, v in wanted.items() if str(reader.get_value(*k, "")) != v}
+    if changed:
+        with repo.config_writer() as config:
+            for (sect, option), value in changed.items():
+                config.set_value(sect, option, value)
+
+
+def is_partial_clone(repo_dir: Path) -> bool:
+    try:
+        text = (repo_dir / "config").read_text()
+    except OSError:
+        return False
+    return "partialclone" in text.lower()
 
 
 def open_cache(repo_dir: Path, env: dict[str, str]) -> Repo:

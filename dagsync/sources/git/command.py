@@ -150,11 +150,12 @@ class GitCommand:
         shown: str,
         repo_dir: Path | None = None,
         separator: bytes = b"\0",
+        istream: IO[bytes] | None = None,
     ) -> Iterator[bytes]:
         """git's stdout split at ``separator``, as it comes: a listing of 100,000 files is
         never held whole (nor twice, as bytes and as their split)."""
         remaining(deadline, f"git {what}")
-        handle = self.start(args, repo_dir)
+        handle = self.start(args, repo_dir, istream=istream)
         proc = handle.proc
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
         ok = False
@@ -186,11 +187,14 @@ class GitCommand:
         repo_dir: Path,
         progress: FetchProgress,
         env: Mapping[str, str] | None = None,
+        istream: IO[bytes] | None = None,
     ) -> None:
         """``git fetch`` with ``--progress``: stderr is read as it comes (progress lines go to
         ``progress``, the rest is kept for the error message)."""
         timeout = remaining(deadline, f"git {what}")
-        handle = self.start(["fetch", "--progress", *args], repo_dir, stdout=False, env=env)
+        handle = self.start(
+            ["fetch", "--progress", *args], repo_dir, stdout=False, env=env, istream=istream
+        )
         proc = handle.proc
         assert proc is not None and proc.stderr is not None
         kept: list[bytes] = []

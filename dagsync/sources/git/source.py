@@ -4,8 +4,10 @@ the previous revision. GitPython runs every git command (see :mod:`.command`).""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -26,7 +28,7 @@ from dagsync.redact import redact_url
 from dagsync.sources.base import FetchStats, Plan, Published
 from dagsync.sources.git.auth import GitAuth
 from dagsync.sources.git.batch import BlobBatch
-from dagsync.sources.git.cache import CacheRepo
+from dagsync.sources.git.cache import CacheRepo, is_partial_clone
 from dagsync.sources.git.checkout import write_blobs
 from dagsync.sources.git.command import (
     GitCommand,
@@ -60,6 +62,7 @@ class Collected:
     files: list[Entry] = field(default_factory=list)
     links: list[Entry] = field(default_factory=list)  # link text not read yet
     repo_of: dict[str, Path] = field(default_factory=dict)
+    unsized: bool = False  # some sizes are -1: listed from a partial clone
 
     def add(self, path: str, size: int, sha: str, mode: int, repo: Path) -> None:
         (self.links if mode == MODE_SYMLINK else self.files).append(Entry(path, size, sha, mode))
@@ -103,6 +106,7 @@ class GitSource:
         self.git = GitCommand(self.auth.env, LOCAL_CONFIG if self.local else REMOTE_CONFIG)
         # A progress display may set this: (stage, done, total, message) while fetching.
         self.on_fetch_progress: ProgressCallback | None = None
+        self._caches: dict[Path, CacheRepo] = {}
 
     def _require_ssh(self, what: str, option: str) -> None:
         problem = self.auth.ssh_problem()
@@ -115,6 +119,16 @@ class GitSource:
         ref = self.config.ref
         if FULL_SHA.match(ref.lower()):
             return Plan(revision=ref.lower(), detail={"ref": ref.lower()})
+        repo_dir = self.cache_dir / "repo.git"
+        if not repo_dir.exists() and (ref == "HEAD" or not ref.startswith("refs/")):
+            # Nothing was ever fetched here, so whatever the remote says must be fetched:
+            # fetch the ref at once and read the commit it brought, instead of asking first
+            # with a separate ls-remote (one process and one connection less).
+            name = "HEAD" if ref == "HEAD" else f"refs/heads/{ref}"
+            self._caches = {}
+            sha = self._cache(repo_dir).fetch_ref(self.url, name, deadline)
+            if sha is not None:
+                return Plan(revision=sha, detail={"ref": name})
         patterns = ["HEAD"] if ref == "HEAD" else [ref, f"{ref}^{{}}"]
         check_remote(self.url, [], self.shown_url)
         out = self.git.run(
@@ -135,6 +149,7 @@ class GitSource:
         self, plan: Plan, dest: Path, previous: Published | None, deadline: float
     ) -> FetchStats:
         repo_dir = self.cache_dir / "repo.git"
+        self._caches = {}
         self._cache(repo_dir).ensure_commit(
             self.url, plan.revision, plan.detail.get("ref"), deadline, {}
         )
@@ -148,6 +163,11 @@ class GitSource:
                 f"--subpath {selector.subpath!r} not found in commit {plan.revision}",
                 selector.subpath,
             )
+        for repo, cache in self._caches.items():
+            selected = itertools.chain(tree.files, tree.links)
+            cache.ensure_blobs((e.token for e in selected if tree.repo(e.path) == repo), deadline)
+        if tree.unsized:
+            self._read_sizes(tree, deadline)
         tree.files.extend(self._read_link_targets(tree))
         manifest = Manifest.of(tree.files)
         del tree.files[:]  # the manifest holds the entries now
@@ -166,8 +186,11 @@ class GitSource:
         return stats
 
     def _cache(self, repo_dir: Path) -> CacheRepo:
-        cache = CacheRepo(self.git, repo_dir, self.config.depth)
+        """The cache at ``repo_dir``; with --subpath a partial clone (only the blobs of the
+        subtree are downloaded, where the server supports filters)."""
+        cache = CacheRepo(self.git, repo_dir, self.config.depth, partial=bool(self.config.subpath))
         cache.progress_callback = self.on_fetch_progress
+        self._caches[repo_dir] = cache
         return cache
 
     def _write(
@@ -190,6 +213,27 @@ class GitSource:
         for repo, wanted in by_repo.items():
             with BlobBatch(self.git, repo, [sha for _, sha in wanted]) as blobs:
                 write_blobs(writer, blobs, wanted, deadline)
+
+    def _read_sizes(self, tree: Collected, deadline: float) -> None:
+        """Blob sizes for a partial clone's listing (``ls-tree -l`` would fetch every blob
+        of the commit, one by one, to learn its size)."""
+        for kind in (tree.files, tree.links):
+            by_repo: dict[Path, list[str]] = {}
+            for entry in kind:
+                by_repo.setdefault(tree.repo(entry.path), []).append(entry.token)
+            sizes: dict[str, int] = {}
+            for repo, shas in by_repo.items():
+                with tempfile.TemporaryFile() as wanted:
+                    wanted.write("".join(f"{sha}\n" for sha in shas).encode())
+                    wanted.seek(0)
+                    for line in self.git.records(
+                        ["cat-file", "--batch-check"], deadline=deadline, what="cat-file",
+                        shown=self.shown_url, repo_dir=repo, separator=b"\n", istream=wanted,
+                    ):  # fmt: skip
+                        sha, _, size = line.decode().split(" ")
+                        sizes[sha] = int(size)
+            kind[:] = [replace(e, size=sizes[e.token]) if e.size < 0 else e for e in kind]
+        tree.unsized = False
 
     def _read_link_targets(self, tree: Collected) -> list[Entry]:
         """The symlinks with their link text (part of the manifest, so read before diff)."""
@@ -217,16 +261,20 @@ class GitSource:
     ) -> bool:
         """Every blob of ``commit`` (and of its submodules, as configured) that is selected;
         returns whether anything lies under --subpath (always true without one)."""
+        # A partial clone lists without sizes: -l would fetch every blob to learn its size.
+        sized = not is_partial_clone(repo_dir)
+        tree.unsized = tree.unsized or not sized
         listing = self.git.records(
-            ["ls-tree", "-r", "-z", "-l", "--full-tree", commit], deadline=deadline,
-            what="ls-tree", shown=self.shown_url, repo_dir=repo_dir,
+            ["ls-tree", "-r", "-z", *(["-l"] if sized else []), "--full-tree", commit],
+            deadline=deadline, what="ls-tree", shown=self.shown_url, repo_dir=repo_dir,
         )  # fmt: skip
         submodules: list[tuple[str, str]] = []  # (path, commit)
         found = not selector.subpath
         inside_prefix = selector.subpath + "/"
         for record in listing:
             meta, _, raw_path = record.partition(b"\t")
-            mode, kind, sha, size = meta.decode().split()
+            mode, kind, sha, *sizes = meta.decode().split()
+            size = sizes[0] if sizes else "?"
             path = prefix + raw_path.decode("utf-8", "surrogateescape")
             found = found or path.startswith(inside_prefix)
             if kind == "commit":
@@ -237,7 +285,8 @@ class GitSource:
                 continue
             published = selector.select(path)
             if published is not None:
-                tree.add(published, int(size), sha, GIT_MODES.get(mode, MODE_FILE), repo_dir)
+                nbytes = -1 if size == "?" else int(size) if size != "-" else 0
+                tree.add(published, nbytes, sha, GIT_MODES.get(mode, MODE_FILE), repo_dir)
         mode = self.config.submodules
         if not submodules or mode == "off" or (mode == "shallow" and level >= 1):
             return found
