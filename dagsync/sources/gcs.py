@@ -28,8 +28,10 @@ import google.auth
 import google.auth.exceptions
 import google_crc32c
 import requests
+import requests.adapters
 import urllib3
 from google.api_core import exceptions as api_exceptions
+from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage
 
 from dagsync.config import Config
@@ -40,6 +42,7 @@ from dagsync.sources.cloudstore import (
     check_bucket_name,
     folder_prefix,
     listing_prefix,
+    pin_requests_environment,
     relative_key,
 )
 from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
@@ -109,6 +112,19 @@ class GcsSource(ObjectStoreSource):
             credentials, project = None, None  # fine with STORAGE_EMULATOR_HOST, else below
         try:
             client = storage.Client(project=self.project or project, credentials=credentials)
+            # The SDK's session, built again around the same credentials with a pool for every
+            # download thread and the environment's proxy/CA/netrc settings read once (see
+            # pin_requests_environment); ``_http`` is the constructor's way to pass it.
+            session = AuthorizedSession(client._credentials)
+            pool = max(10, self.config.concurrency + 2)
+            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            pin_requests_environment(session, client._connection.API_BASE_URL)
+            client.close()
+            client = storage.Client(
+                project=self.project or project, credentials=credentials, _http=session
+            )
         except google.auth.exceptions.DefaultCredentialsError:
             raise SourceError(
                 f"{self.describe()}: no Google credentials found; {CREDENTIAL_HINT}"
