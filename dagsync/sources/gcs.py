@@ -31,6 +31,7 @@ import requests
 import requests.adapters
 import urllib3
 from google.api_core import exceptions as api_exceptions
+from google.auth.credentials import AnonymousCredentials
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage
 
@@ -109,27 +110,27 @@ class GcsSource(ObjectStoreSource):
         try:
             credentials, project = google.auth.default(scopes=SCOPES)
         except google.auth.exceptions.DefaultCredentialsError:
-            credentials, project = None, None  # fine with STORAGE_EMULATOR_HOST, else below
-        try:
-            client = storage.Client(project=self.project or project, credentials=credentials)
-            # The SDK's session, built again around the same credentials with a pool for every
-            # download thread and the environment's proxy/CA/netrc settings read once (see
-            # pin_requests_environment); ``_http`` is the constructor's way to pass it.
-            session = AuthorizedSession(client._credentials)
-            pool = max(10, self.config.concurrency + 2)
-            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            pin_requests_environment(session, client._connection.API_BASE_URL)
-            client.close()
-            client = storage.Client(
-                project=self.project or project, credentials=credentials, _http=session
-            )
-        except google.auth.exceptions.DefaultCredentialsError:
-            raise SourceError(
-                f"{self.describe()}: no Google credentials found; {CREDENTIAL_HINT}"
-            ) from None
-        return client
+            credentials, project = None, None
+        emulator = self.config.sdk_env.get("STORAGE_EMULATOR_HOST")
+        if credentials is None:
+            if not emulator:
+                raise SourceError(
+                    f"{self.describe()}: no Google credentials found; {CREDENTIAL_HINT}"
+                )
+            credentials = AnonymousCredentials()  # as the SDK does for an emulator
+        # The SDK's kind of session, with a pool for every download thread and the
+        # environment's proxy/CA/netrc settings read once (see pin_requests_environment);
+        # ``_http`` is the client constructor's way to take it.
+        session = AuthorizedSession(credentials)
+        pool = max(10, self.config.concurrency + 2)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        endpoint = emulator if emulator and "://" in emulator else "https://storage.googleapis.com"
+        pin_requests_environment(session, endpoint)
+        return storage.Client(
+            project=self.project or project, credentials=credentials, _http=session
+        )
 
     def _refresh(self) -> Any:
         with self._lock:
