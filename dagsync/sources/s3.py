@@ -246,8 +246,9 @@ class S3Source(ObjectStoreSource):
 
     def _read_into(self, client: Any, obj: RemoteObject, key: str, writer: HashingWriter) -> bool:
         """Stream the object into ``writer``; True when its ETag may be its MD5."""
+        conditions = {"IfMatch": f'"{obj.token}"'} if obj.token else {}  # some stores list none
         response = client.get_object(
-            Bucket=self.bucket, Key=key, IfMatch=f'"{obj.token}"', ChecksumMode="ENABLED"
+            Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **conditions
         )
         body = response["Body"]
         complete = False
