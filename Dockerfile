@@ -29,7 +29,8 @@ RUN python -m venv --without-pip /opt/dagsync
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY dagsync ./dagsync
-# "./[all]" is this project with its `all` extra (oss2, azure-storage-file-share); the dependency
+# "./[all]" is this project with its `all` extra (oss2, azure-storage-file-share, boto3,
+# google-cloud-storage, azure-storage-blob, azure-identity); the dependency
 # versions are bounded by pyproject.toml.
 RUN pip --python /opt/dagsync/bin/python install --no-cache-dir "./[all]" \
     && /opt/dagsync/bin/dagsync version

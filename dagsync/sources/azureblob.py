@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
+import requests
+import requests.adapters
 from azure.core import MatchConditions
 from azure.core.credentials import AzureSasCredential
 from azure.core.exceptions import (
@@ -40,6 +42,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import ContainerClient
 
 from dagsync.config import Config
@@ -52,6 +55,7 @@ from dagsync.sources.cloudstore import (
     check_http_url,
     folder_prefix,
     listing_prefix,
+    pin_requests_environment,
     relative_key,
 )
 from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
@@ -189,7 +193,16 @@ class AzureBlobSource(ObjectStoreSource):
     # -- client ------------------------------------------------------------------------------
 
     def _build(self, secret: str | None) -> ContainerClient:
+        session = requests.Session()
+        # A pool as large as the download threads; retries are dagsync's.
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=max(10, self.config.concurrency + 2), max_retries=0
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        transport = RequestsTransport(session=session, session_owner=True)
         options: dict[str, Any] = {
+            "transport": transport,
             "retry_total": 0,  # dagsync retries, within the deadline
             "connection_timeout": CONNECT_TIMEOUT_SECONDS,
             "read_timeout": READ_TIMEOUT_SECONDS,
@@ -200,6 +213,7 @@ class AzureBlobSource(ObjectStoreSource):
             assert secret is not None
             client = ContainerClient.from_connection_string(secret, self.container, **options)
             self._where = redact(f"{client.scheme}://{client.primary_hostname}")
+            _pin(session, transport, client.url)
             return client
         url = route.account_url or ""
         credential: Any
@@ -219,7 +233,9 @@ class AzureBlobSource(ObjectStoreSource):
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
-        return ContainerClient(url, self.container, credential=credential, **options)
+        client = ContainerClient(url, self.container, credential=credential, **options)
+        _pin(session, transport, client.url)
+        return client
 
     def _refresh(self) -> ContainerClient:
         """The client for this pass: rebuilt when the key or SAS file changed."""
@@ -341,6 +357,11 @@ class AzureBlobSource(ObjectStoreSource):
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _pin(session: requests.Session, transport: RequestsTransport, url: str) -> None:
+    pin_requests_environment(session, url)
+    transport.connection_config.verify = session.verify  # passed on every request
 
 
 def _first_line(exc: BaseException) -> str:

@@ -114,6 +114,17 @@ def register_secrets(*values: Any) -> None:
             register_secret(value)
 
 
+def pin_requests_environment(session: Any, url: str) -> None:
+    """Resolve the proxy, CA-bundle and netrc settings of the environment once, for ``url``:
+    a ``requests`` session otherwise re-reads them (stat calls and all) on every request,
+    which costs more CPU than the rest of a small download."""
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(settings["proxies"])
+    if url.startswith("https:"):  # a CA-bundle path costs a stat per request; http needs none
+        session.verify = settings["verify"]
+    session.trust_env = False
+
+
 class Digest(Protocol):
     def update(self, data: bytes, /) -> None: ...
 

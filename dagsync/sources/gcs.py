@@ -28,8 +28,11 @@ import google.auth
 import google.auth.exceptions
 import google_crc32c
 import requests
+import requests.adapters
 import urllib3
 from google.api_core import exceptions as api_exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage
 
 from dagsync.config import Config
@@ -40,6 +43,7 @@ from dagsync.sources.cloudstore import (
     check_bucket_name,
     folder_prefix,
     listing_prefix,
+    pin_requests_environment,
     relative_key,
 )
 from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
@@ -106,14 +110,27 @@ class GcsSource(ObjectStoreSource):
         try:
             credentials, project = google.auth.default(scopes=SCOPES)
         except google.auth.exceptions.DefaultCredentialsError:
-            credentials, project = None, None  # fine with STORAGE_EMULATOR_HOST, else below
-        try:
-            client = storage.Client(project=self.project or project, credentials=credentials)
-        except google.auth.exceptions.DefaultCredentialsError:
-            raise SourceError(
-                f"{self.describe()}: no Google credentials found; {CREDENTIAL_HINT}"
-            ) from None
-        return client
+            credentials, project = None, None
+        emulator = self.config.sdk_env.get("STORAGE_EMULATOR_HOST")
+        if credentials is None:
+            if not emulator:
+                raise SourceError(
+                    f"{self.describe()}: no Google credentials found; {CREDENTIAL_HINT}"
+                )
+            credentials = AnonymousCredentials()  # as the SDK does for an emulator
+        # The SDK's kind of session, with a pool for every download thread and the
+        # environment's proxy/CA/netrc settings read once (see pin_requests_environment);
+        # ``_http`` is the client constructor's way to take it.
+        session = AuthorizedSession(credentials)
+        pool = max(10, self.config.concurrency + 2)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        endpoint = emulator if emulator and "://" in emulator else "https://storage.googleapis.com"
+        pin_requests_environment(session, endpoint)
+        return storage.Client(
+            project=self.project or project, credentials=credentials, _http=session
+        )
 
     def _refresh(self) -> Any:
         with self._lock:

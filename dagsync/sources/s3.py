@@ -149,6 +149,9 @@ class S3Source(ObjectStoreSource):
 
     def _build(self) -> Any:
         core = botocore.session.get_session()
+        # Timestamps stay strings (as the AWS CLI does): parsing every listed object's and every
+        # download's LastModified with dateutil costs more CPU than the rest of a small GET.
+        core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
         session = boto3.session.Session(botocore_session=core, region_name=self.region)
         config = BotoConfig(
             max_pool_connections=max(10, self.config.concurrency + 2),
@@ -243,10 +246,12 @@ class S3Source(ObjectStoreSource):
 
     def _read_into(self, client: Any, obj: RemoteObject, key: str, writer: HashingWriter) -> bool:
         """Stream the object into ``writer``; True when its ETag may be its MD5."""
+        conditions = {"IfMatch": f'"{obj.token}"'} if obj.token else {}  # some stores list none
         response = client.get_object(
-            Bucket=self.bucket, Key=key, IfMatch=f'"{obj.token}"', ChecksumMode="ENABLED"
+            Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **conditions
         )
         body = response["Body"]
+        complete = False
         try:
             if int(response.get("ContentLength", -1)) != obj.size:
                 raise SourceError(
@@ -259,8 +264,11 @@ class S3Source(ObjectStoreSource):
             )
             for chunk in body.iter_chunks(CHUNK_BYTES):
                 writer.write(chunk)
+            complete = True
         finally:
-            body.close()
+            if not complete:
+                body.close()  # a half-read connection must not go back to the pool
+        # Read to the end, the connection went back to the pool by itself (close() drops it).
         if writer.written != obj.size:
             raise _Truncated(f"got {writer.written} bytes, expected {obj.size}")
         return not encrypted

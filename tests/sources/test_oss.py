@@ -382,7 +382,10 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code
-loaded = sorted({m.split(".")[0] for m in sys.modules} & {"oss2", "azure", "watchdog"})
+loaded = sorted(
+    {m.split(".")[0] for m in sys.modules}
+    & {"oss2", "azure", "watchdog", "boto3", "botocore", "google", "moto"}
+)
 print(json.dumps({"code": code, "loaded": loaded}))
 """
 
