@@ -3,7 +3,7 @@ report ``docs/performance.md`` with the scale-curve plot ``docs/performance-scal
 
     python bench/run_all.py              # the full table (over an hour on 2 busy CPUs)
     python bench/run_all.py --reps 3 --big-reps 2 --profile   # 42 min on 2 busy CPUs
-    python bench/run_all.py --quick      # smaller inputs, one repetition (3-10 min)
+    python bench/run_all.py --quick      # smaller inputs, one repetition (2-3 min, 10 if busy)
     python bench/run_all.py --only 1,5 --reps 3
 
 Scenarios: 1 cold ``once`` of 2,000 files / 30 MB / 50 commits over ``git daemon`` against
