@@ -1,8 +1,9 @@
 """Every scenario of the performance table, each against its baseline in the same run, and the
 report ``docs/performance.md`` with the scale-curve plot ``docs/performance-scale.png``.
 
-    python bench/run_all.py              # the full table (about 25-35 min on 2 busy CPUs)
-    python bench/run_all.py --quick      # smaller inputs, one repetition (about 3 min)
+    python bench/run_all.py              # the full table (over an hour on 2 busy CPUs)
+    python bench/run_all.py --reps 3 --big-reps 2 --profile   # 42 min on 2 busy CPUs
+    python bench/run_all.py --quick      # smaller inputs, one repetition (2-3 min, 10 if busy)
     python bench/run_all.py --only 1,5 --reps 3
 
 Scenarios: 1 cold ``once`` of 2,000 files / 30 MB / 50 commits over ``git daemon`` against

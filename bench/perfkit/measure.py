@@ -1,10 +1,11 @@
 """Running one measured command: wall time, CPU of its whole process tree, peak RSS.
 
 Every command is a child of the harness, waited for with ``os.wait4``: ``ru_utime + ru_stime``
-covers the child and every descendant it reaped; ``ru_maxrss`` is the largest single process
-of that tree (Linux reports the maximum), but never below the harness's own at fork time, so
-it is only reported for baselines whose processes are far larger than the harness (git). For
-dagsync itself, ``launcher.py`` reports the process's own ``VmHWM``.
+covers the child and every descendant it reaped. Peak RSS comes from ``/usr/bin/time -f %M``
+wrapped around the command: the largest single process of its tree (Linux reports the
+maximum). Not ``ru_maxrss`` of the harness's own child: that never reads below the harness's
+RSS at fork time (matplotlib alone puts it above git's). For dagsync itself, ``launcher.py``
+reports the process's own ``VmHWM``, without git's children.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
+TIME = "/usr/bin/time"
 # Where ``--profile`` puts one pyinstrument text profile per scenario (None: no profiling).
 PROFILES: Path | None = None
 
@@ -50,11 +52,16 @@ def dagsync_argv(*args: str, profile: str = "") -> list[str]:
 
 def run(argv: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> Run:
     """Run ``argv`` to completion; exit status other than 0 stops the harness with its output."""
-    with tempfile.NamedTemporaryFile(prefix="perf-rss-") as rss, tempfile.TemporaryFile() as log:
+    with (
+        tempfile.NamedTemporaryFile(prefix="perf-rss-") as rss,
+        tempfile.NamedTemporaryFile(prefix="perf-tree-rss-") as tree,
+        tempfile.TemporaryFile() as log,
+    ):
         child_env = {**env, "PERF_RSS_FILE": rss.name}
+        timed = [TIME, "-f", "%M", "-o", tree.name, *argv] if os.path.exists(TIME) else list(argv)
         started = time.monotonic()
         proc = subprocess.Popen(
-            list(argv), env=child_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            timed, env=child_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log
         )
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - started
@@ -64,8 +71,10 @@ def run(argv: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> Ru
             tail = log.read().decode(errors="replace")[-3000:]
             raise CommandFailed(f"exit {code}: {' '.join(argv)}\n{tail}")
         text = Path(rss.name).read_text().strip()
+        peak = Path(tree.name).read_text().split()
     own = int(text) / 1024 if text else None
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, own)
+    tree_kb = int(peak[-1]) if peak and peak[-1].isdigit() else usage.ru_maxrss
+    return Run(wall, usage.ru_utime + usage.ru_stime, tree_kb / 1024, own)
 
 
 def alternate(reps: int, contenders: dict[str, Callable[[int], Run]]) -> dict[str, list[Run]]:

@@ -49,12 +49,24 @@ WHERE_THE_TIME_GOES: dict[str, str] = {
         "needs them, and linking unchanged files while the download runs."
     ),
     "6": (
-        "At 10,000 files (`docs/profiles/scale-git-10000-files.txt`) and above, the per-file "
-        "cost of "
-        "writing the tree from Python and of the manifest dominates time; own RSS is the "
-        "manifest (two of them while the previous revision is compared) and the listing."
+        "Git at 10,000 files and above (`docs/profiles/scale-git-10000-files.txt`): per file, "
+        "`TreeWriter.open` creates a temp file under `.parts`, writes it and renames it into "
+        "place; creating the files alone is about half the pass on this disk, and pathlib "
+        "joins add a tenth; `git clone` creates each file once, in C. Own RSS is the manifest "
+        "and the tree listing held as Python objects. What would move it: git's own checkout "
+        "(`checkout.workers`) or string paths in `TreeWriter.open`, and a leaner listing (git "
+        "helper). The OSS curve is CPU-bound: about 2 ms of CPU per object in oss2 and "
+        "requests (signing, session, response parsing) at 8 downloads at a time; its RSS grew "
+        "with one queued Future per object until commit a9ae308 (see Changes measured)."
     ),
-    "keep": "See the details below; these are re-measured each run, not profiled.",
+    "keep": (
+        "Start-up: `dagsync version` imports the CLI, the option table and the config loader "
+        "(PyYAML) but no SDK; its extra CPU over `python -c pass` is about 0.1 s, and on a "
+        "machine with a load average far above its CPU count every CPU-second is stretched "
+        "several times in wall time, which is what pushes it past +150 ms here (the issue "
+        "measured +54 ms on a quiet machine). What would move it: importing PyYAML only when "
+        "a config file is given."
+    ),
 }
 
 
@@ -73,4 +85,13 @@ CHANGES: list[str] = [
     "of pathlib and three stats, a fast path in `safe_path`, `__slots__` on `Entry` and "
     "`RemoteObject`. The script is `bench/perfkit/store_baseline.py`; the "
     "old code was run from a copy of commit bf263bf on `PYTHONPATH`.",
+    "- **Store memory** (commit a9ae308, measured 2026-12-07 03:00 UTC): "
+    "a cold OSS sync of 30,000 × 2 KB objects (5 ms per request) peaked at 136 MB of own RSS "
+    "with the code of bf263bf and at 78 MB with this branch: downloads are now handed to the "
+    "pool a few per worker instead of one queued Future per object. The 100,000-object OSS "
+    "point of the scale curve in the 2026-12-07 run (310 MB) was measured before that change.",
+    "- **Peak RSS of the baselines** is measured with `/usr/bin/time` since commit d272932. "
+    "The 2026-12-07 run predates it: in its details, git's peak RSS after scenario 6 reads no "
+    "lower than the harness's own (81 MB once the plot was drawn), so those git figures are "
+    "upper bounds. dagsync's own RSS comes from its own `VmHWM` and was not affected.",
 ]
