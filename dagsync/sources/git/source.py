@@ -173,7 +173,8 @@ class GitSource:
         del tree.files[:]  # the manifest holds the entries now
         check_limits(manifest, self.config.max_files, self.config.max_bytes)
         plan_diff = diff(manifest, previous.manifest if previous else None)
-        writer = TreeWriter(dest, previous)
+        writer = TreeWriter(dest, previous, need_bytes=manifest.total_bytes)
+        writer.expect(len(manifest), manifest.total_bytes)  # a progress display's total
         stats = FetchStats(manifest=manifest)
         to_write = list(plan_diff.fetch)
         for entry in plan_diff.reuse:
