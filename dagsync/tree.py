@@ -33,10 +33,11 @@ class TreeWriter:
         self.parts.mkdir(parents=True, exist_ok=True)
         self._dirs: set[str] = set()
         self._serial = itertools.count()
-        # Plain strings, not Path objects: a revision of 10,000 unchanged files is 10,000 links,
-        # and pathlib's joining costs more than the link(2) itself.
+        # Plain strings, not Path objects: a revision of 10,000 files is 10,000 links or temp
+        # files, and pathlib's joining costs more than the link(2) itself.
         self._dest = os.fspath(dest)
         self._previous = os.fspath(previous.path) if previous is not None else ""
+        self._parts = os.fspath(self.parts)
 
     def _target_str(self, path: str) -> str:
         clean = safe_path(path)
@@ -77,9 +78,9 @@ class TreeWriter:
     def open(self, entry: Entry) -> Iterator[BinaryIO]:
         """A file to stream ``entry``'s bytes into; renamed into place only if the block ends
         cleanly and the size matches, so a partial download is never in the tree."""
-        dst = self._target(entry.path)
+        dst = self._target_str(entry.path)
         # .parts belongs to this writer alone, so a counter names temp files uniquely.
-        tmp = self.parts / str(next(self._serial))
+        tmp = f"{self._parts}/{next(self._serial)}"
         fh = open(tmp, "wb")  # noqa: SIM115 - closed below on every path
         placed = False
         try:
@@ -98,7 +99,7 @@ class TreeWriter:
             fh.close()
             if not placed:
                 with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+                    os.unlink(tmp)
 
     def write_bytes(self, entry: Entry, data: bytes) -> None:
         if entry.mode == MODE_SYMLINK:
