@@ -63,7 +63,7 @@ def write_error(
 class _Sink(io.BufferedWriter):
     """A temp file whose write errors name the published path they were for."""
 
-    def __init__(self, tmp: Path, entry: Entry, need_bytes: int | None) -> None:
+    def __init__(self, tmp: str, entry: Entry, need_bytes: int | None) -> None:
         super().__init__(io.FileIO(tmp, "w"))
         self.entry = entry
         self.need_bytes = need_bytes
@@ -123,10 +123,11 @@ class TreeWriter:
         self.progress = for_tree(dest)
         if self.progress is not None:
             self.progress.phase(WRITING)
-        # Plain strings, not Path objects: a revision of 10,000 unchanged files is 10,000 links,
-        # and pathlib's joining costs more than the link(2) itself.
+        # Plain strings, not Path objects: a revision of 10,000 files is 10,000 links or temp
+        # files, and pathlib's joining costs more than the link(2) itself.
         self._dest = os.fspath(dest)
         self._previous = os.fspath(previous.path) if previous is not None else ""
+        self._parts = os.fspath(self.parts)
 
     @contextmanager
     def _writing(self, path: str) -> Iterator[None]:
@@ -190,9 +191,9 @@ class TreeWriter:
     def open(self, entry: Entry) -> Iterator[BinaryIO]:
         """A file to stream ``entry``'s bytes into; renamed into place only if the block ends
         cleanly and the size matches, so a partial download is never in the tree."""
-        dst = self._target(entry.path)
+        dst = self._target_str(entry.path)
         # .parts belongs to this writer alone, so a counter names temp files uniquely.
-        tmp = self.parts / str(next(self._serial))
+        tmp = f"{self._parts}/{next(self._serial)}"
         with self._writing(entry.path):
             fh = _Sink(tmp, entry, self.need_bytes)
         placed = False
@@ -216,7 +217,7 @@ class TreeWriter:
                 fh.close()
             if not placed:
                 with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+                    os.unlink(tmp)
 
     @contextmanager
     def create(self, entry: Entry) -> Iterator[BinaryIO]:

@@ -368,13 +368,15 @@ def test_a_slow_service_is_abandoned_at_the_sync_timeout(
     az: FakeAzureFiles, tmp_path: Path
 ) -> None:
     az.put(SHARE, "a.py", b"a")
-    az.latency = 5.0
+    az.latency = 10.0
 
     run = dagsync_once(az, tmp_path / "root", "--sync-timeout", "1s")
 
     assert run.returncode == 1, run
     assert "sync-timeout" in run.stderr
-    assert run.seconds < 3.5, run.seconds  # interpreter start-up included
+    # Given up well before the service's first answer (10 s), not waited out: the margin holds
+    # interpreter start-up on a loaded CI machine (3.5 s was exceeded at a load average of 28).
+    assert run.seconds < 8.0, run.seconds
 
 
 def test_a_missing_share_or_directory_is_named(az: FakeAzureFiles, tmp_path: Path) -> None:
