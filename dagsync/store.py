@@ -389,8 +389,13 @@ def cannot_create(exc: OSError) -> PublishError:
 
 
 def _remover(paths: list[Path]) -> Callable[[], None]:
+    # The manifest and the other sidecars go before the tree: a kill in between leaves a
+    # folder nothing claims (removed at the next start-up), never a manifest naming a tree
+    # that is half gone (which the revision server or a pinned bundle would trust).
+    ordered = sorted(paths, key=lambda p: not p.name.endswith(SIDECAR_SUFFIXES))
+
     def remove() -> None:
-        for path in paths:
+        for path in ordered:
             remove_tree(path)
 
     return remove

@@ -153,13 +153,13 @@ def assert_recovered(root: Path, feed: Feed) -> None:
     assert cache_debris(root) == []
 
 
-def clean(root: Path) -> bool:
-    return leftovers(root) == []
-
-
 def first_pass_done(log: Path) -> bool:
     """``run`` finished its first pass (and so handles SIGHUP: before, SIGHUP kills it)."""
-    return PASS_DONE.search(log.read_text(errors="replace")) is not None
+    return passes_done(log) > 0
+
+
+def passes_done(log: Path) -> int:
+    return len(PASS_DONE.findall(log.read_text(errors="replace")))
 
 
 # --- the campaign ---------------------------------------------------------------------------
@@ -270,11 +270,11 @@ def _run_then_kill(
         timeline, turn = kill
         if not timeline.windows:
             feed.next_generation(rand)
-            marker = f"# generation {feed.generation}"
+            passes = passes_done(log)
             proc.send_signal(signal.SIGHUP)
-            timeline.observe(
-                proc, root, feed, lambda: _generation(root / "current") == marker and clean(root)
-            )
+            # Done when the pass logs its end: that line comes after clean-up (the link and
+            # an empty staging are seen earlier, while the old revision is being removed).
+            timeline.observe(proc, root, feed, lambda: passes_done(log) > passes)
             assert_recovered(root, feed)
         feed.next_generation(rand)
         proc.send_signal(signal.SIGHUP)
