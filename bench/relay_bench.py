@@ -212,6 +212,11 @@ def main() -> None:
         "disk's per-file cost out of the figures)",
     )
     args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "bench"))
+    from perfkit.bytecode import compile_dagsync
+
+    print(compile_dagsync())
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-", dir=args.dir))
     print(f"trees under {tmp}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSYNC_")}

@@ -40,6 +40,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from perfkit import git_scenarios, keep, measure, notes, report, store_scenarios  # noqa: E402
+from perfkit.bytecode import compile_dagsync  # noqa: E402
 from perfkit.gitrepos import RepoSpec  # noqa: E402
 from perfkit.measure import Run, median, spread  # noqa: E402
 from perfkit.report import Report, Row, ratio_row  # noqa: E402
@@ -441,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         measure.PROFILES = (
             (REPO / "docs" / "profiles") if not args.quick else tmp / "dagsync-profiles"
         )
+    print(compile_dagsync(), flush=True)
     harness = Harness(profile, out, plot)
     harness.report.command = "python bench/run_all.py " + shlex.join(
         sys.argv[1:] if argv is None else argv

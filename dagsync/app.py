@@ -11,24 +11,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry
-
+from dagsync.bind import BindAddress, parse_bind
 from dagsync.config import Config
-from dagsync.daemon import Daemon
 from dagsync.errors import Abandoned
 from dagsync.hooks import Hooks
-from dagsync.http import BindAddress, OpsApi, OpsServer, parse_bind
-from dagsync.metrics import Metrics, ServeMetrics
+from dagsync.metrics import Metrics, NullMetrics
 from dagsync.redact import read_secret_file, register_secret, register_url_credentials
 from dagsync.reporting import Reporter
 from dagsync.rootprobe import probe_root
-from dagsync.serve import RevisionServer
 from dagsync.sources.base import Source, load_source_class
 from dagsync.status import Status, StatusBoard
 from dagsync.store import RevisionStore
 from dagsync.syncer import PUBLISHED, Syncer, SyncResult
 from dagsync.trigger import SecretFile, TriggerSecret
+
+if TYPE_CHECKING:
+    # Imported where used: a ``once`` without --http-bind (every worker pod's init container)
+    # needs neither the HTTP server, nor prometheus_client, nor the loop.
+    from prometheus_client import CollectorRegistry
+
+    from dagsync.http import OpsServer
+    from dagsync.serve import RevisionServer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,7 @@ class App:
     syncer: Syncer
     board: StatusBoard
     reporter: Reporter
-    registry: CollectorRegistry
+    registry: CollectorRegistry | None
     metrics: Metrics
     hooks: Hooks
     http_bind: BindAddress | None = None
@@ -73,8 +78,13 @@ class App:
         board = StatusBoard(Status(source=config.source, started_at=clock()))
         syncer = Syncer(config, source, store)
         reporter = Reporter(config, board)
-        registry = registry if registry is not None else CollectorRegistry()
-        metrics = Metrics(registry, source.name)
+        if registry is None and http_bind is None and config.command != "run":
+            metrics: Metrics = NullMetrics(source.name)  # nobody could ever scrape them
+        else:
+            from prometheus_client import CollectorRegistry
+
+            registry = registry if registry is not None else CollectorRegistry()
+            metrics = Metrics(registry, source.name)
         hooks = Hooks(config, metrics, background=config.command == "run")
         reporter.observers.append(metrics.observe)
         if config.command == "run":
@@ -118,6 +128,9 @@ class App:
     ) -> None:
         if self.http_bind is None:
             return
+        from dagsync.http import OpsApi, OpsServer
+
+        assert self.registry is not None  # built whenever there is an address to serve
         cfg = self.config
         api = OpsApi(
             board=self.board,
@@ -157,6 +170,8 @@ class App:
 
     def run(self) -> int:
         self._prepare()
+        from dagsync.daemon import Daemon
+
         daemon = Daemon(self.config, self.syncer, self.reporter)
         self._start_http(trigger=daemon.trigger, busy=lambda: daemon.busy)
         current = self.store.published()
@@ -186,7 +201,7 @@ class App:
 
 
 def serve_revisions(
-    config: Config, store: RevisionStore, registry: CollectorRegistry, reporter: Reporter
+    config: Config, store: RevisionStore, registry: CollectorRegistry | None, reporter: Reporter
 ) -> RevisionServer | None:
     """``run --serve-revisions``: the /v1/ endpoints, and the sums of each new revision
     computed right after it is published."""
@@ -197,6 +212,10 @@ def serve_revisions(
     token = None
     if config.serve_token_file is not None:
         token = SecretFile(config.serve_token_file, "--serve-token-file", "every /v1/ request")
+    from dagsync.metrics import ServeMetrics
+    from dagsync.serve import RevisionServer
+
+    assert registry is not None  # run always has one
     server = RevisionServer(store, ServeMetrics(registry), token)
 
     def prepare(result: SyncResult) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from dagsync.errors import ConfigError
 from dagsync.options import Option
+
+if TYPE_CHECKING:
+    import yaml  # imported when a --config file is read: start-up without one skips it
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ def read_config_file(path: str, known: Mapping[str, Option]) -> ConfigFile:
         raise ConfigError(f"--config: cannot read {path}: {exc.strerror}", "config") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"--config: {path} is not UTF-8 text: {exc.reason}", "config") from None
+    import yaml
+
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text) or {}
@@ -110,6 +113,8 @@ def yaml_error(path: str, exc: yaml.YAMLError) -> str:
 
 
 def _key_lines(node: yaml.Node | None) -> dict[str, int]:
+    import yaml
+
     if not isinstance(node, yaml.MappingNode):
         return {}
     return {

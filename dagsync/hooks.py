@@ -15,9 +15,7 @@ import random
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -107,6 +105,9 @@ def _tail(text: str) -> str:
 def run_webhook(config: Config, published: Published, timeout: float) -> None:
     """POST ``{"revision": …, "source": …}`` with git-sync's ``Gitsync-Hash`` header; any 2xx
     is success."""
+    import urllib.error  # with urllib.request ~20 ms of start-up: only when a webhook fires
+    import urllib.request
+
     assert config.webhook_url is not None
     body = json.dumps({"revision": published.revision, "source": config.source}).encode()
     url, authorization = split_userinfo(config.webhook_url)

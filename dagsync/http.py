@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from dagsync.errors import ConfigError, DagsyncError
+from dagsync.bind import BindAddress
+from dagsync.errors import DagsyncError
 from dagsync.httpguard import HeaderDeadlines
 from dagsync.serve_http import HandlerResponder
 from dagsync.status import StatusBoard
@@ -53,40 +54,6 @@ BUSY_REPLY = (
     b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 5\r\n"
     b"Connection: close\r\n\r\nbusy\n"
 )
-
-
-# -- --http-bind ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BindAddress:
-    host: str  # "" = every interface
-    port: int
-
-    @property
-    def ipv6(self) -> bool:
-        return ":" in self.host
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if self.ipv6 else f"{self.host}:{self.port}"
-
-
-def parse_bind(text: str | None) -> BindAddress | None:
-    """``host:port``, ``:port`` (every interface) or ``[v6addr]:port``; empty disables."""
-    raw = (text or "").strip()
-    if not raw:
-        return None
-    usage = f"--http-bind: expected HOST:PORT, :PORT or [IPV6]:PORT, got {raw!r}"
-    if raw.startswith("["):
-        host, sep, rest = raw[1:].partition("]")
-        if not sep or not host or not rest.startswith(":"):
-            raise ConfigError(usage, "http-bind")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = raw.rpartition(":")
-        if not sep or ":" in host:
-            raise ConfigError(usage, "http-bind")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"--http-bind: invalid port in {raw!r}", "http-bind")
-    return BindAddress(host, int(port_text))
 
 
 # -- the server ----------------------------------------------------------------------------------

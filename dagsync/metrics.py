@@ -10,11 +10,11 @@ from __future__ import annotations
 import platform
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 from dagsync import __version__
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from dagsync.sources.base import Published
     from dagsync.syncer import SyncResult
 
@@ -32,6 +32,8 @@ class Metrics:
     """The metrics of one dagsync process for one source."""
 
     def __init__(self, registry: CollectorRegistry, source: str) -> None:
+        from prometheus_client import Counter, Gauge, Histogram  # ~40 ms: only when exposed
+
         self.registry = registry
         self.source = source
         self._revision: str | None = None
@@ -155,6 +157,23 @@ class Metrics:
         self.published_bytes.labels(self.source).set(published.manifest.total_bytes)
 
 
+class NullMetrics(Metrics):
+    """``once`` with no ``--http-bind``: nothing could ever read the metrics, so nothing is
+    counted and prometheus_client is not imported (a worker pod's start-up pays for it)."""
+
+    def __init__(self, source: str) -> None:  # no registry, no series
+        self.source = source
+
+    def found_on_disk(self, published: Published, published_at: float | None) -> None:
+        pass
+
+    def observe(self, result: SyncResult) -> None:
+        pass
+
+    def hook(self, hook: str, ok: bool) -> None:
+        pass
+
+
 SERVED_ENDPOINTS = ("revisions", "manifest", "files", "archive")
 
 
@@ -162,6 +181,8 @@ class ServeMetrics:
     """The relay's side (SPEC section 8): requests to ``/v1/`` and the body bytes sent."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter
+
         self.requests = Counter(
             "dagsync_served_requests_total",
             "Requests to the /v1/ revision endpoints by endpoint and HTTP status code",

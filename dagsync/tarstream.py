@@ -212,6 +212,12 @@ class TarReader:
         self._left -= len(data)
         return data
 
+    def read_rest(self) -> bytes:
+        """All of the current member's content not read yet (for members known to be small)."""
+        data = self._exact(self._left) if self._left > 0 else b""
+        self._left = 0
+        return data
+
     def _skip_rest(self) -> None:
         while self._left > 0:
             self.read(BUFFER_BYTES)

@@ -7,10 +7,13 @@ import hmac
 import logging
 import os
 import threading
-from email.message import Message
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dagsync.redact import read_secret_file
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 log = logging.getLogger(__name__)
 

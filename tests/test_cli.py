@@ -165,3 +165,27 @@ def test_config_file_and_failed_sync_exit_code(
     assert failed.returncode == 1
     assert "missing" in failed.stderr
     assert_published(root, git_repo.head(), INITIAL_FILES)  # the last good one stays
+
+
+def test_once_without_http_imports_no_server_metrics_or_yaml(tmp_path: Path) -> None:
+    """A worker pod's ``once`` (no --http-bind, no --config) pays for none of the HTTP server,
+    prometheus_client, PyYAML, pathspec or the entry-point scan; with --http-bind it serves
+    metrics as before (tests/test_ops_e2e.py)."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "dag.py").write_text("x = 1\n")
+    script = (
+        "import sys\n"
+        "from dagsync.cli import main\n"
+        f"rc = main(['once', '--source', 'local', '--local-path', {str(src)!r}, "
+        f"'--root', {str(tmp_path / 'root')!r}])\n"
+        "heavy = ('prometheus_client', 'yaml', 'pathspec', 'http.server', 'urllib.request',"
+        " 'importlib.metadata', 'dagsync.daemon')\n"
+        "print(rc, sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.split("\n")[-2] == "0 []", out.stdout + out.stderr
+    assert (tmp_path / "root" / "current" / "dag.py").read_text() == "x = 1\n"

@@ -19,15 +19,9 @@ import requests
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from dagsync.bind import BindAddress, parse_bind
 from dagsync.errors import ConfigError
-from dagsync.http import (
-    MAX_BODY_BYTES,
-    BindAddress,
-    OpsApi,
-    OpsServer,
-    TriggerSecret,
-    parse_bind,
-)
+from dagsync.http import MAX_BODY_BYTES, OpsApi, OpsServer, TriggerSecret
 from dagsync.metrics import Metrics
 from dagsync.redact import register_secret
 from dagsync.status import Status, StatusBoard

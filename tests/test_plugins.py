@@ -67,6 +67,17 @@ def test_entry_point_is_found_in_process(on_sys_path: None) -> None:
         load_source_class("echo-broken")
 
 
+def test_built_in_sources_are_the_registered_ones() -> None:
+    """The table that loads dagsync's own sources without scanning entry points names exactly
+    what pyproject.toml registers, and each one loads."""
+    from dagsync.sources.base import BUILT_IN
+
+    ours = {n: ep.value for n, ep in available().items() if ep.value.startswith("dagsync.")}
+    assert ours == BUILT_IN
+    for name in ("git", "local", "relay"):  # the ones without an optional SDK
+        assert load_source_class(name).__module__.startswith(f"dagsync.sources.{name}")
+
+
 def test_a_plugin_implements_the_protocol(on_sys_path: None, tmp_path: Path) -> None:
     from dagsync.config import OPTIONS, load
 

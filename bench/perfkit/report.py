@@ -99,9 +99,16 @@ def machine() -> list[str]:
         f"- disk: the temp folders are on {fs}; creating a file costs about 0.6 ms here, which "
         "slows "
         "`git clone`'s checkout as much as dagsync's writes",
-        f"- load: shared by several jobs during the run (load average at the end {load[0]:.1f} / "
-        f"{load[1]:.1f} / {load[2]:.1f} on 2 CPUs): absolute times are noisy, ratios come from "
-        "the same run with the contenders alternating",
+        f"- load: load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+        f"{os.cpu_count()} CPUs"
+        + (
+            " (shared with other jobs: absolute times are noisy, ratios come from the same "
+            "run with the contenders alternating)"
+            if load[2] > (os.cpu_count() or 1)
+            else ""
+        ),
+        "- bytecode: dagsync's modules were compiled before measuring, as `pip install` does "
+        "(`bench/perfkit/bytecode.py`)",
         f"- versions: python {sys.version.split()[0]}, git {git}, "
         f"dagsync {__version__} ({_commit()}), oss2 {_version('oss2')}, "
         f"azure-storage-file-share {_version('azure-storage-file-share')}, "

@@ -40,6 +40,7 @@ T = TypeVar("T")
 REQUEST_TIMEOUT_SECONDS = 60.0  # per connect and per socket read, never past the deadline
 CHUNK_BYTES = 256 * 1024
 READ_BUFFER_BYTES = 1 << 20
+WHOLE_MEMBER_BYTES = 1 << 20  # members up to this size are read, checked and written whole
 DEADLINE_CHECK_MEMBERS = 64
 # A busy relay answers 503 (Retry-After) and a restarting one refuses connections: keep trying
 # for about two minutes (backoff capped at 5 s), never past --sync-timeout.
@@ -295,6 +296,10 @@ class RelaySource(ObjectStoreSource):
                 entry = by_path[path]
                 if entry.is_symlink:
                     writer.symlink(entry)
+                elif entry.size <= WHOLE_MEMBER_BYTES:
+                    data = tar.read_rest()
+                    verify(upstream[key], len(data), hashlib.sha256(data).hexdigest())
+                    writer.place(entry, data)
                 else:
                     self._write_member(tar, entry, upstream[key], writer)
                 done.add(path)
