@@ -136,8 +136,9 @@ class Syncer:
             self._phase(FETCHING)
             with watching(staging, self.progress):
                 stats = self.source.fetch(plan, staging, self.store.reusable(), deadline)
-            check_limits(stats.manifest, cfg.max_files, cfg.max_bytes)
-            check_walkable(stats.manifest, plan.revision)
+            if stats.manifest is not plan.manifest:  # (a store's plan was checked above)
+                check_limits(stats.manifest, cfg.max_files, cfg.max_bytes)
+                check_walkable(stats.manifest, plan.revision)
             if cfg.check:
                 self._phase(CHECKING)
             run_check(cfg.check, staging, deadline, cfg.child_env)

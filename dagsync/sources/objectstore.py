@@ -180,7 +180,12 @@ class ObjectStoreSource(ABC):
             )
         manifest = Manifest.of(entries)
         check_limits(manifest, self.config.max_files, self.config.max_bytes)
-        return Plan(revision=manifest.digest(), manifest=manifest, detail={"objects": objects})
+        revision = self.revision_of(manifest)
+        return Plan(revision=revision, manifest=manifest, detail={"objects": objects})
+
+    def revision_of(self, manifest: Manifest) -> str:
+        """The id of the listed state: the digest of its manifest (a relay knows the id)."""
+        return manifest.digest()
 
     def fetch(
         self, plan: Plan, dest: Path, previous: Published | None, deadline: float

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 from dagsync import __version__
 from dagsync.config import Config
 from dagsync.errors import ConfigError, SourceError, UnsafePath
-from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, Entry, diff, safe_path
+from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, Entry, Manifest, diff, safe_path
 from dagsync.redact import read_secret_file, redact_url, register_url_credentials
 from dagsync.sources.base import FetchStats, Plan, Published
 from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
@@ -94,6 +94,7 @@ class RelaySource(ObjectStoreSource):
             raise ConfigError(f"--revision: invalid revision id {self.pinned!r}", "revision")
         self._token: str | None = None
         self._listing: list[RemoteObject] = []
+        self._revision = ""
 
     def describe(self) -> str:
         return f"relay {self.url}"
@@ -175,9 +176,13 @@ class RelaySource(ObjectStoreSource):
                 revision,
             ) from None
         self._listing = parse_manifest(doc, revision, self.describe())
+        self._revision = revision
         plan = super().resolve(deadline)
         upstream = {obj.key: obj for obj in self._listing}
         return Plan(revision, plan.manifest, {**plan.detail, "upstream": upstream})
+
+    def revision_of(self, manifest: Manifest) -> str:
+        return self._revision  # the upstream's id, never a digest of the listing
 
     def _current(self, deadline: float) -> str:
         try:
