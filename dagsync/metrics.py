@@ -7,7 +7,7 @@ together with the changelog.
 
 from __future__ import annotations
 
-import platform
+import sys
 from typing import TYPE_CHECKING
 
 from dagsync import __version__
@@ -106,7 +106,8 @@ class Metrics:
             ["version", "python"],
             registry=registry,
         )
-        self.build_info.labels(__version__, platform.python_version()).set(1)
+        python = ".".join(map(str, sys.version_info[:3]))  # platform.python_version()
+        self.build_info.labels(__version__, python).set(1)
         # Every series exists from the start, so rate() and absent() behave from the first
         # scrape rather than after the first event of each kind.
         for result in RESULTS:

@@ -15,7 +15,6 @@ Published trees are never modified: a new revision is built beside them.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import json
@@ -419,6 +418,8 @@ _RENAME_EXCHANGE = 2
 def exchange(a: Path, b: Path) -> bool:
     """Swap two directories atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where
     the C library or the filesystem cannot, so the caller falls back to two renames."""
+    import ctypes  # only here: a rebuilt revision swapped with the published one
+
     libc = ctypes.CDLL(None, use_errno=True)
     renameat2 = getattr(libc, "renameat2", None)
     if renameat2 is None:
