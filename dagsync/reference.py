@@ -10,7 +10,7 @@ The reference is hand-written prose with generated blocks between markers::
 kept); ``--check`` exits 1 when a block is stale. The option tables come from
 :data:`dagsync.options.OPTIONS`, one section per option group in the table's order, so a new
 option or group appears by regenerating. Metrics come from a fresh :class:`Metrics` registry and
-git-sync's variables from :mod:`dagsync.compat`'s table.
+git-sync's variables from :mod:`dagsync.gitsync_vars`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from dagsync import compat
+from dagsync import gitsync_vars
 from dagsync.options import OPTIONS, OPTIONS_BY_ATTR, Option
 from dagsync.reference_data import (
     COMMAND_ARGS,
@@ -205,29 +205,29 @@ def metrics_block() -> str:
 
 
 # -- git-sync variables ---------------------------------------------------------------------
-def _format(var: compat.Var) -> str:
+def _format(var: gitsync_vars.Var) -> str:
     text = PARSER_FORMATS.get(getattr(var.parse, "__name__", ""), "text")
     return text + (" (0 = unset)" if var.zero_is_unset else "")
 
 
 def gitsync_rows() -> list[tuple[str, str, str, str]]:
     """(option, variables best first, value format, note) for every variable compat knows."""
-    special: dict[str, tuple[compat.Var, ...]] = {
-        "period": (*compat.PERIOD_VARS, compat.WAIT_VAR),
-        "ref": (compat.REF_VAR, compat.REV_VAR, compat.BRANCH_VAR),
-        "password": compat.PASSWORD_VARS,
-        "one_time": compat.ONE_TIME_VARS,
-        "ssh": compat.SSH_VARS,
+    special: dict[str, tuple[gitsync_vars.Var, ...]] = {
+        "period": (*gitsync_vars.PERIOD_VARS, gitsync_vars.WAIT_VAR),
+        "ref": (gitsync_vars.REF_VAR, gitsync_vars.REV_VAR, gitsync_vars.BRANCH_VAR),
+        "password": gitsync_vars.PASSWORD_VARS,
+        "one_time": gitsync_vars.ONE_TIME_VARS,
+        "ssh": gitsync_vars.SSH_VARS,
     }
     rows = []
-    for attr, variables in {**compat.TABLE, **special}.items():
+    for attr, variables in {**gitsync_vars.TABLE, **special}.items():
         option = f"`--{attr.replace('_', '-')}`" if attr in OPTIONS_BY_ATTR else attr
         names = ", ".join(f"`{v.name}`" for v in variables)
         formats = ", ".join(dict.fromkeys(f"{v.name}: {_format(v)}" for v in variables))
         if len({_format(v) for v in variables}) == 1:
             formats = _format(variables[0])
         rows.append((option, names, formats, GITSYNC_NOTES.get(attr, "")))
-    ignored = ", ".join(f"`{n}`" for n in sorted(compat.IGNORED))
+    ignored = ", ".join(f"`{n}`" for n in sorted(gitsync_vars.IGNORED))
     rows.append(("(none)", ignored, "", "accepted and ignored (a debug line each)"))
     return rows
 

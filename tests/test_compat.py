@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from dagsync import cli, compat
+from dagsync import cli, compat, gitsync_vars
 from dagsync.config import load
 from dagsync.errors import ConfigError
 from dagsync.redact import redact
@@ -204,7 +204,7 @@ def test_empty_variables_are_unset() -> None:
      ("2h45m", 9900.0), (".5s", 0.5), ("10", 10.0), ("0", 0.0), ("300us", 0.0003)],
 )  # fmt: skip
 def test_go_durations(text: str, seconds: float) -> None:
-    assert compat.parse_go_duration(text, "GITSYNC_PERIOD") == pytest.approx(seconds)
+    assert gitsync_vars.parse_go_duration(text, "GITSYNC_PERIOD") == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dagsync import compat, reference
+from dagsync import gitsync_vars, reference
 from dagsync.cli import ExitCode
 from dagsync.http import _GET_PATHS
 from dagsync.options import ENV_SET_BY_DAGSYNC, OPTIONS
@@ -84,7 +84,7 @@ def test_every_metric_is_documented(doc: str) -> None:
 
 
 def test_every_gitsync_variable_is_documented(doc: str) -> None:
-    for name in sorted(compat.KNOWN | compat.IGNORED):
+    for name in sorted(gitsync_vars.KNOWN | gitsync_vars.IGNORED):
         assert f"`{name}`" in doc, name
 
 
