@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dagsync.errors import PublishError
+from dagsync.errors import ConfigError, PublishError
 from dagsync.leases import clear_stale, held, remove_unless_leased
 from dagsync.manifest import Manifest
 from dagsync.sources.base import Published
@@ -381,10 +381,11 @@ class RevisionStore:
         return removed
 
 
-def cannot_create(exc: OSError) -> PublishError:
-    """The root (or a folder in it) could not be made: say which, and why in plain words."""
+def cannot_create(exc: OSError) -> ConfigError:
+    """The root (or a folder in it) could not be made: say which, and why in plain words. A
+    usage error (exit 2, before any network access), like a root the start-up probe refuses."""
     reason = "a file is in the way" if exc.errno == errno.EEXIST else exc.strerror
-    return PublishError(f"--root: cannot create {exc.filename}: {reason}")
+    return ConfigError(f"--root: cannot create {exc.filename}: {reason}", "root")
 
 
 def _remover(paths: list[Path]) -> Callable[[], None]:

@@ -186,6 +186,7 @@ def test_a_root_that_cannot_be_made_names_the_option_and_the_file(
 ) -> None:
     blocker = tmp_path / "root"
     blocker.write_text("not a folder")
-    assert main(["once", "--local-path", str(tmp_path), "--root", str(blocker)], {}) == 1
+    assert main(["once", "--local-path", str(tmp_path), "--root", str(blocker)], {}) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"dagsync: error: --root: cannot create {blocker}: a file is in the way"
+    assert blocker.read_text() == "not a folder"
