@@ -32,6 +32,19 @@ _CLASH = (errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
+def _process_umask() -> int:
+    """The umask, read without changing it (``os.umask`` sets it, racing other threads);
+    where /proc does not say, assume the worst so that every file gets its mode set."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777
+
+
 def _mb(size: int) -> int:
     return max(1, -(-size // MB))
 
@@ -129,6 +142,7 @@ class TreeWriter:
         self._dest = os.fspath(dest)
         self._previous = os.fspath(previous.path) if previous is not None else ""
         self._parts = os.fspath(self.parts)
+        self._umask = _process_umask()
 
     @contextmanager
     def _writing(self, path: str) -> Iterator[None]:
@@ -257,7 +271,8 @@ class TreeWriter:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fchmod(fd, mode)  # the umask may have taken bits away
+                if mode & self._umask:  # the umask took bits away (022 takes none of ours)
+                    os.fchmod(fd, mode)
             finally:
                 os.close(fd)
         except OSError as exc:

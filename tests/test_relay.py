@@ -210,6 +210,28 @@ def test_git_upstream_workers_get_the_same_tree_and_id_and_warm_ones_fetch_only_
     assert not (tmp_path / "gone" / "current").exists()
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_cold_worker_writes_the_relays_modes_whatever_its_umask(
+    start_relay: Callable[..., Relay],
+    git_repo: Repo,
+    env: dict[str, str],
+    token_file: Path,
+    tmp_path: Path,
+    umask: int,
+):
+    """Small members are written whole, with the mode set only when the umask took bits away:
+    under 077 as under 022, files are 0644 and executables 0755, as on the relay."""
+    dag_repo(git_repo)
+    relay = start_relay("--repo", git_repo.file_url)
+    argv: list[str | Path] = ["once", "--source", "relay", "--relay-url", relay.url]
+    argv += ["--root", tmp_path / "worker", "--relay-token-file", token_file]
+    result = dagsync(*argv, env=env, umask=umask)
+    assert result.returncode == 0, result
+    got = tree(published(tmp_path / "worker")[1])
+    assert got == tree(published(relay.d.root)[1])
+    assert got["bin/run.sh"][2] == "0o755" and got["dags/a.py"][2] == "0o644"
+
+
 def test_oss_upstream_workers_get_the_same_tree_and_id(
     start_relay: Callable[..., Relay], env: dict[str, str], token_file: Path, tmp_path: Path
 ):
