@@ -7,7 +7,6 @@ or variable to fix.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,6 +59,8 @@ def read_config_file(path: str, known: Mapping[str, Option]) -> ConfigFile:
         line = lines.get(str(key))
         if attr not in known_attrs:
             where = f"{path}:{line}" if line else path
+            import difflib
+
             close = difflib.get_close_matches(attr, known_attrs, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"--config: {where}: unknown key {key!r}{hint}", "config")
