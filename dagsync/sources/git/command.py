@@ -100,9 +100,10 @@ class GitCommand:
 
     def start(
         self, args: Sequence[str], repo_dir: Path | None, *, istream: IO[bytes] | None = None,
-        stdout: bool = True, env: Mapping[str, str] | None = None,
+        stdout: bool = True, env: Mapping[str, str] | None = None, umask: int = -1,
     ) -> Git.AutoInterrupt:  # fmt: skip
-        """Start git; the caller owns the process (see :func:`stop`)."""
+        """Start git; the caller owns the process (see :func:`stop`). ``umask``: the child's
+        (-1: dagsync's own)."""
         handle = self._git.execute(
             self.argv(args, repo_dir),
             as_process=True,
@@ -110,6 +111,7 @@ class GitCommand:
             with_stdout=stdout,
             env={**self.env(), **(env or {})},
             start_new_session=True,  # one group with git's children: killed together
+            umask=umask,
         )
         assert isinstance(handle, Git.AutoInterrupt)
         return handle
@@ -123,11 +125,13 @@ class GitCommand:
         shown: str,
         repo_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
+        istream: IO[bytes] | None = None,
+        umask: int = -1,
     ) -> bytes:
         """Run git to completion and return its stdout; SourceError naming ``shown`` (the
         redacted URL) when it fails, SyncTimeout past ``deadline``."""
         timeout = remaining(deadline, f"git {what}")
-        handle = self.start(args, repo_dir, env=env)
+        handle = self.start(args, repo_dir, env=env, istream=istream, umask=umask)
         proc = handle.proc
         assert proc is not None
         try:
