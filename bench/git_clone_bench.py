@@ -267,8 +267,13 @@ def main() -> int:
         run(["git", "--git-dir", str(served / "bench.git"), "config", "uploadpack.allowFilter",
              filters], env)  # fmt: skip
         size = sum(f.stat().st_size for f in (served / "bench.git").rglob("*") if f.is_file())
-        print(f"repository: {args.files} files, {args.megabytes:g} MB of text, {args.commits} "
-              f"commits, {size / 1024**2:.1f} MB packed (made in {time.monotonic() - t0:.1f} s)"
+        made = (
+            f"{args.repo_dir}"
+            if args.repo_dir
+            else f"{args.files} files, {args.megabytes:g} MB of text, {args.commits} commits"
+        )
+        print(f"repository: {made}, {size / 1024**2:.1f} MB packed "
+              f"(made in {time.monotonic() - t0:.1f} s)"
               + (f"; --subpath {args.subpath}: {args.subpath_files} files, "
                  f"{args.subpath_megabytes:g} MB; filters {'refused' if args.no_filter else 'ok'}"
                  if args.subpath else ""))  # fmt: skip
