@@ -17,6 +17,8 @@ from tests.helpers import (
     dagsync,
     inode_mtime,
     published,
+    start_dagsync,
+    wait_for,
 )
 
 FILES = 150  # well above worktree.MIN_FILES
@@ -153,3 +155,43 @@ def test_subpath_of_a_large_tree(git_repo: Repo, tmp_path: Path, env: dict[str, 
     _, folder = published(root)
     tree = {p: v for p, v in _tree(folder).items() if v[0] == "file"}
     assert {p: v[1] for p, v in tree.items()} == {p: d + b"# $Id$\n" for p, d in wanted.items()}
+
+
+def _checkouts_into(root: Path) -> list[int]:
+    """Pids of git checkout-index processes writing under ``root``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"checkout-index" in cmdline and str(root).encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def test_git_checkout_dies_with_a_killed_dagsync(
+    git_repo: Repo, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A pod killed mid-write (SIGKILL) leaves no git writing into a staging folder that the
+    next start removes."""
+    _fill(git_repo, "v1", count=6000)
+    git_repo.commit("many")
+    git_repo.push()
+    root = tmp_path / "root"
+    proc = start_dagsync(
+        "once", "--repo", git_repo.file_url, "--root", root, env=env, log=tmp_path / "log"
+    )
+    try:
+        wait_for(lambda: _checkouts_into(root), timeout=120, what="git checkout-index started")
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not _checkouts_into(root), timeout=30, what="checkout-index gone")
+    # Killed with dagsync, not left to finish the tree in the abandoned staging folder.
+    assert len(list(root.rglob("*.py"))) < 6000
+    assert not (root / "current").exists()
+    result = dagsync("once", "--repo", git_repo.file_url, "--root", root, env=env)
+    assert result.returncode == 0, str(result)
+    assert len([p for p in published(root)[1].rglob("*.py")]) == 6000

@@ -101,6 +101,7 @@ class GitCommand:
     def start(
         self, args: Sequence[str], repo_dir: Path | None, *, istream: IO[bytes] | None = None,
         stdout: bool = True, env: Mapping[str, str] | None = None, umask: int = -1,
+        preexec_fn: Callable[[], object] | None = None,
     ) -> Git.AutoInterrupt:  # fmt: skip
         """Start git; the caller owns the process (see :func:`stop`). ``umask``: the child's
         (-1: dagsync's own)."""
@@ -112,6 +113,7 @@ class GitCommand:
             env={**self.env(), **(env or {})},
             start_new_session=True,  # one group with git's children: killed together
             umask=umask,
+            preexec_fn=preexec_fn,
         )
         assert isinstance(handle, Git.AutoInterrupt)
         return handle
@@ -127,11 +129,14 @@ class GitCommand:
         env: Mapping[str, str] | None = None,
         istream: IO[bytes] | None = None,
         umask: int = -1,
+        preexec_fn: Callable[[], object] | None = None,
     ) -> bytes:
         """Run git to completion and return its stdout; SourceError naming ``shown`` (the
         redacted URL) when it fails, SyncTimeout past ``deadline``."""
         timeout = remaining(deadline, f"git {what}")
-        handle = self.start(args, repo_dir, env=env, istream=istream, umask=umask)
+        handle = self.start(
+            args, repo_dir, env=env, istream=istream, umask=umask, preexec_fn=preexec_fn
+        )
         proc = handle.proc
         assert proc is not None
         try:

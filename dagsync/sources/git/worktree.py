@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dagsync.errors import SourceError
@@ -42,6 +43,26 @@ CHECKOUT_CONFIG = (
     "-c", "checkout.thresholdForParallelism=32",
 )  # fmt: skip
 NO_SYSTEM_ATTRIBUTES = {"GIT_ATTR_NOSYSTEM": "1"}
+
+
+def die_with_parent() -> Callable[[], object] | None:
+    """A ``preexec_fn`` that has the child killed when dagsync dies (``PR_SET_PDEATHSIG``).
+
+    Unlike ``cat-file``, which dies on a broken pipe with its reader, ``checkout-index`` would
+    go on creating files in a staging folder that the next start is removing. None where
+    prctl is not available."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def set_death_signal() -> object:
+        return prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return set_death_signal
 
 
 def has_attributes(path: str) -> bool:
@@ -77,7 +98,7 @@ def checkout_files(
             git.run(
                 [*CHECKOUT_CONFIG, "--work-tree", dest, "checkout-index", "-z", "--stdin"],
                 deadline=deadline, what="checkout-index", shown=shown, repo_dir=repo_dir,
-                env=env, istream=paths, umask=CHECKOUT_UMASK,
+                env=env, istream=paths, umask=CHECKOUT_UMASK, preexec_fn=die_with_parent(),
             )  # fmt: skip
     except SourceError as exc:
         log.debug("git checkout-index failed, writing the files from Python instead: %s", exc)
