@@ -104,7 +104,12 @@ class GitCommand:
         preexec_fn: Callable[[], object] | None = None,
     ) -> Git.AutoInterrupt:  # fmt: skip
         """Start git; the caller owns the process (see :func:`stop`). ``umask``: the child's
-        (-1: dagsync's own)."""
+        (-1: dagsync's own); ``preexec_fn``: run in the child before git (only when given)."""
+        extra: dict[str, Any] = {}
+        if umask != -1:
+            extra["umask"] = umask
+        if preexec_fn is not None:
+            extra["preexec_fn"] = preexec_fn
         handle = self._git.execute(
             self.argv(args, repo_dir),
             as_process=True,
@@ -112,8 +117,7 @@ class GitCommand:
             with_stdout=stdout,
             env={**self.env(), **(env or {})},
             start_new_session=True,  # one group with git's children: killed together
-            umask=umask,
-            preexec_fn=preexec_fn,
+            **extra,
         )
         assert isinstance(handle, Git.AutoInterrupt)
         return handle
