@@ -22,6 +22,12 @@ process itself, read at exit; git children are not in it). Then the ratios. Not 
     python bench/git_clone_bench.py --scenario warm
     python bench/git_clone_bench.py --files 100000 --megabytes 100 --repetitions 1
     python bench/git_clone_bench.py --profile                        # cProfile one dagsync run
+    python bench/git_clone_bench.py --repo-dir /tmp/dagsync-bench-cache/r100000-*.git \\
+        --files 100000 --repetitions 1 --compare-with /tmp/dagsync-e001f19   # before/after
+
+``--compare-with DIR`` adds a third contender: the dagsync package found in ``DIR`` (e.g.
+``git archive <older commit> dagsync | tar -x -C DIR``), run with ``DIR`` first on
+``PYTHONPATH``, so an optimisation is measured against the code before it in the same run.
 """
 
 from __future__ import annotations
@@ -212,6 +218,13 @@ def measure(
     return Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, own, proxy.take())
 
 
+def _code_env(env: dict[str, str], args: argparse.Namespace, name: str) -> dict[str, str]:
+    """The environment of one dagsync contender: the compared one imports from its tree."""
+    if name != "dagsync (compared)":
+        return env
+    return {**env, "PYTHONPATH": str(args.compare_with.resolve())}
+
+
 def dagsync_argv(rss: Path, profile_to: Path | None) -> list[str]:
     if profile_to is not None:
         return [sys.executable, "-m", "cProfile", "-o", str(profile_to), "-m", "dagsync"]
@@ -232,6 +245,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--profile", action="store_true", help="cProfile one dagsync run")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    parser.add_argument("--repo-dir", type=Path, help="serve this bare repository (cold only)")
+    parser.add_argument("--compare-with", type=Path, help="older dagsync source tree to run too")
     args = parser.parse_args()
 
     top = Path(tempfile.mkdtemp(prefix="dagsync-bench-"))
@@ -243,13 +258,22 @@ def main() -> int:
         served = top / "served"
         served.mkdir()
         t0 = time.monotonic()
-        work = make_repo(served / "bench.git", args, env)
+        if args.repo_dir:
+            (served / "bench.git").symlink_to(args.repo_dir.resolve())
+            work = top / "work"
+        else:
+            work = make_repo(served / "bench.git", args, env)
         filters = "false" if args.no_filter else "true"
         run(["git", "--git-dir", str(served / "bench.git"), "config", "uploadpack.allowFilter",
              filters], env)  # fmt: skip
         size = sum(f.stat().st_size for f in (served / "bench.git").rglob("*") if f.is_file())
-        print(f"repository: {args.files} files, {args.megabytes:g} MB of text, {args.commits} "
-              f"commits, {size / 1024**2:.1f} MB packed (made in {time.monotonic() - t0:.1f} s)"
+        made = (
+            f"{args.repo_dir}"
+            if args.repo_dir
+            else f"{args.files} files, {args.megabytes:g} MB of text, {args.commits} commits"
+        )
+        print(f"repository: {made}, {size / 1024**2:.1f} MB packed "
+              f"(made in {time.monotonic() - t0:.1f} s)"
               + (f"; --subpath {args.subpath}: {args.subpath_files} files, "
                  f"{args.subpath_megabytes:g} MB; filters {'refused' if args.no_filter else 'ok'}"
                  if args.subpath else ""))  # fmt: skip
@@ -284,6 +308,8 @@ def cold(
     args: argparse.Namespace, top: Path, url: str, env: dict[str, str], proxy: CountingProxy
 ) -> dict[str, list[Measure]]:
     runs: dict[str, list[Measure]] = {"dagsync once": [], "git clone": []}
+    if args.compare_with:
+        runs["dagsync (compared)"] = []
     extra = ["--subpath", args.subpath] if args.subpath else []
     for rep in range(args.repetitions):
         order = list(runs) if rep % 2 == 0 else list(reversed(runs))
@@ -300,7 +326,7 @@ def cold(
                 argv = [*dagsync_argv(rss, profile), "once", "--repo", url, "--root", str(dest),
                         "--log-level", "warning", "--max-files", str(args.files + 1),
                         *extra]  # fmt: skip
-                m = measure(argv, env, proxy, rss)
+                m = measure(argv, _code_env(env, args, name), proxy, rss)
             runs[name].append(m)
             _print_run(rep, name, m)
             shutil.rmtree(dest, ignore_errors=True)
@@ -351,7 +377,7 @@ def _median(ms: list[Measure], attr: str) -> float:
 
 
 def _summary(runs: dict[str, list[Measure]], target: float) -> None:
-    (dname, d), (gname, g) = runs.items()
+    (dname, d), (gname, g), *compared = runs.items()
     print(f"median of {len(d)} runs:")
     for name, ms in runs.items():
         own = _median(ms, "own_rss_kb")
@@ -366,6 +392,10 @@ def _summary(runs: dict[str, list[Measure]], target: float) -> None:
     )
     best = min(m.wall for m in d) / min(m.wall for m in g)
     print(f"ratio of the fastest runs (least disturbed by other load): wall {best:.2f}")
+    for cname, c in compared:
+        print(f"ratio {cname} / {gname} (medians): wall "
+              f"{_median(c, 'wall') / _median(g, 'wall'):.2f}  "
+              f"cpu {_median(c, 'cpu') / _median(g, 'cpu'):.2f}")  # fmt: skip
     verdict = "met" if ratio <= target else "MISSED"
     print(f"target wall ratio <= {target}: {verdict} ({ratio:.2f})")
 

@@ -280,6 +280,12 @@ class TreeWriter:
         if self.progress is not None:
             self.progress.advance(1, entry.size)
 
+    def placed(self, files: int, nbytes: int) -> None:
+        """``files`` files of ``nbytes`` were created under ``dest`` by someone else (git's own
+        checkout), with the modes this writer gives them; tell a watcher."""
+        if self.progress is not None:
+            self.progress.advance(files, nbytes)
+
     def write_bytes(self, entry: Entry, data: bytes) -> None:
         if entry.mode == MODE_SYMLINK:
             self.symlink(Entry(entry.path, entry.size, entry.token, entry.mode, data.decode()))

@@ -100,9 +100,16 @@ class GitCommand:
 
     def start(
         self, args: Sequence[str], repo_dir: Path | None, *, istream: IO[bytes] | None = None,
-        stdout: bool = True, env: Mapping[str, str] | None = None,
+        stdout: bool = True, env: Mapping[str, str] | None = None, umask: int = -1,
+        preexec_fn: Callable[[], object] | None = None,
     ) -> Git.AutoInterrupt:  # fmt: skip
-        """Start git; the caller owns the process (see :func:`stop`)."""
+        """Start git; the caller owns the process (see :func:`stop`). ``umask``: the child's
+        (-1: dagsync's own); ``preexec_fn``: run in the child before git (only when given)."""
+        extra: dict[str, Any] = {}
+        if umask != -1:
+            extra["umask"] = umask
+        if preexec_fn is not None:
+            extra["preexec_fn"] = preexec_fn
         handle = self._git.execute(
             self.argv(args, repo_dir),
             as_process=True,
@@ -110,6 +117,7 @@ class GitCommand:
             with_stdout=stdout,
             env={**self.env(), **(env or {})},
             start_new_session=True,  # one group with git's children: killed together
+            **extra,
         )
         assert isinstance(handle, Git.AutoInterrupt)
         return handle
@@ -123,11 +131,16 @@ class GitCommand:
         shown: str,
         repo_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
+        istream: IO[bytes] | None = None,
+        umask: int = -1,
+        preexec_fn: Callable[[], object] | None = None,
     ) -> bytes:
         """Run git to completion and return its stdout; SourceError naming ``shown`` (the
         redacted URL) when it fails, SyncTimeout past ``deadline``."""
         timeout = remaining(deadline, f"git {what}")
-        handle = self.start(args, repo_dir, env=env)
+        handle = self.start(
+            args, repo_dir, env=env, istream=istream, umask=umask, preexec_fn=preexec_fn
+        )
         proc = handle.proc
         assert proc is not None
         try:

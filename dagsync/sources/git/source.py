@@ -38,6 +38,7 @@ from dagsync.sources.git.command import (
 )
 from dagsync.sources.git.gitpython import GIT_FOUND
 from dagsync.sources.git.urls import is_local, is_ssh, resolve_submodule_url, split_userinfo
+from dagsync.sources.git.worktree import MIN_FILES, checkout_files, has_attributes
 from dagsync.tree import TreeWriter
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class Collected:
     links: list[Entry] = field(default_factory=list)  # link text not read yet
     repo_of: dict[str, Path] = field(default_factory=dict)
     unsized: bool = False  # some sizes are -1: listed from a partial clone
+    treeish: str = ""  # what the main repository's published paths are relative to
+    attributes: bool = False  # a .gitattributes in it: git's checkout could change bytes
 
     def add(self, path: str, size: int, sha: str, mode: int, repo: Path) -> None:
         (self.links if mode == MODE_SYMLINK else self.files).append(Entry(path, size, sha, mode))
@@ -155,6 +158,8 @@ class GitSource:
         )
         selector = Selector(self.config.subpath, self.config.include, self.config.exclude)
         tree = Collected(repo_dir)
+        sub = selector.subpath
+        tree.treeish = f"{plan.revision}:{sub}" if sub else plan.revision
         found = self._collect(repo_dir, self.url, plan.revision, "", selector, tree, 0, deadline)
         if not found:
             # A mistyped or moved --subpath must not publish an empty tree: Airflow would
@@ -202,7 +207,8 @@ class GitSource:
         stats: FetchStats,
         deadline: float,
     ) -> None:
-        """Write ``entries`` from the cache: one streaming cat-file per repository."""
+        """Write ``entries`` from the cache: git's own checkout for the main repository's
+        files where it writes the same bytes, else one streaming cat-file per repository."""
         by_repo: dict[Path, list[tuple[Entry, str]]] = {}
         for entry in entries:
             if entry.is_symlink:
@@ -212,6 +218,21 @@ class GitSource:
             stats.downloaded_files += 1
             stats.downloaded_bytes += entry.size
         for repo, wanted in by_repo.items():
+            if (
+                repo == tree.main_repo
+                and len(wanted) >= MIN_FILES
+                and not tree.attributes
+                and checkout_files(
+                    self.git,
+                    repo,
+                    tree.treeish,
+                    writer,
+                    [e for e, _ in wanted],
+                    deadline,
+                    self.shown_url,
+                )
+            ):
+                continue
             with BlobBatch(self.git, repo, [sha for _, sha in wanted]) as blobs:
                 write_blobs(writer, blobs, wanted, deadline)
 
@@ -277,13 +298,16 @@ class GitSource:
             mode, kind, sha, *sizes = meta.decode().split()
             size = sizes[0] if sizes else "?"
             path = prefix + raw_path.decode("utf-8", "surrogateescape")
-            found = found or path.startswith(inside_prefix)
+            inside = path.startswith(inside_prefix)
+            found = found or inside
             if kind == "commit":
                 found = found or path == selector.subpath
                 submodules.append((path, sha))
                 continue
             if kind != "blob":
                 continue
+            if level == 0 and has_attributes(path) and (not selector.subpath or inside):
+                tree.attributes = True
             published = selector.select(path)
             if published is not None:
                 nbytes = -1 if size == "?" else int(size) if size != "-" else 0
