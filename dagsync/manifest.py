@@ -9,7 +9,7 @@ import hashlib
 import json
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +96,21 @@ class Manifest:
         return h.hexdigest()[:40]
 
     def to_json(self) -> str:
-        rows = [[e.path, e.size, e.token, e.mode, e.target] for e in self.entries]
-        return json.dumps({"version": 1, "entries": rows}, separators=(",", ":"))
+        return "".join(self.json_chunks())
+
+    def json_chunks(self) -> Iterator[str]:
+        """``to_json()`` a few thousand entries at a time: a 100,000-entry manifest is written
+        without its whole text (tens of MB) in memory at once."""
+        encode = json.JSONEncoder(separators=(",", ":")).encode
+        entries = self.entries
+        yield '{"version":1,"entries":['
+        for start in range(0, len(entries), _DIGEST_BATCH):
+            rows = [
+                encode([e.path, e.size, e.token, e.mode, e.target])
+                for e in entries[start : start + _DIGEST_BATCH]
+            ]
+            yield ("," if start else "") + ",".join(rows)
+        yield "]}"
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:

@@ -24,7 +24,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +44,16 @@ SIDECAR_SUFFIXES = (".manifest.json", ".sha256.json")
 MANIFESTS_CACHED = 2
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to a temp file beside ``path`` and rename it over ``path``."""
+def write_atomic(path: Path, text: str | Iterable[str], mode: int = 0o644) -> None:
+    """Write ``text`` (or its chunks) to a temp file beside ``path`` and rename it over
+    ``path``."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            if isinstance(text, str):
+                fh.write(text)
+            else:
+                fh.writelines(text)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
@@ -257,7 +261,7 @@ class RevisionStore:
         folder = self.revisions / revision
         try:
             manifest_path = self._manifest_path(revision)
-            write_atomic(manifest_path, manifest.to_json())
+            write_atomic(manifest_path, manifest.json_chunks())
             st = manifest_path.stat()
             self._remember(revision, (st.st_ino, st.st_size, st.st_mtime_ns), manifest)
             current = self.published()

@@ -265,3 +265,22 @@ def test_limits() -> None:
         check_limits(manifest, max_files=1, max_bytes=20)
     with pytest.raises(LimitExceeded, match="--max-bytes 19"):
         check_limits(manifest, max_files=2, max_bytes=19)
+
+
+@pytest.mark.parametrize("count", [0, 1, 1024, 1025, 5000])
+def test_manifest_json_written_in_chunks_is_the_same_document(count: int) -> None:
+    """The publisher writes a manifest chunk by chunk (a 100,000-entry one never whole in
+    memory); what it writes reads back as the same manifest, and equals ``to_json()``."""
+    import json
+
+    entries = [
+        Entry(f"d{i % 7}/f{i}é.py", i, f"t{i}", 0o755 if i % 3 else 0o644) for i in range(count)
+    ]
+    manifest = Manifest.of(entries)
+    text = "".join(manifest.json_chunks())
+    assert json.loads(text) == {
+        "version": 1,
+        "entries": [[e.path, e.size, e.token, e.mode, e.target] for e in manifest.entries],
+    }
+    assert text == manifest.to_json()
+    assert Manifest.from_json(text) == manifest
