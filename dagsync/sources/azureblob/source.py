@@ -52,6 +52,7 @@ from dagsync.redact import redact
 from dagsync.sources.azure_auth import AUTH_HINTS, Credential, register_connection_string
 from dagsync.sources.azureblob.reads import (
     BlobReader,
+    Listed,
     ReadFailed,
     SizeChanged,
     connection_string_sas,
@@ -284,35 +285,43 @@ class AzureBlobSource(ObjectStoreSource):
 
     def list_objects(self, deadline: float) -> Iterable[RemoteObject]:
         client = self._refresh()
+        reader = self._reader
         prefix = listing_prefix(self.prefix, self.selector.subpath)
         token: str | None = None
         while True:
 
-            def page(token: str | None = token) -> tuple[list[Any], str | None]:
-                pages = client.list_blobs(
-                    name_starts_with=prefix or None,
-                    results_per_page=self.page_size,
-                    timeout=int(READ_TIMEOUT_SECONDS),
-                ).by_page(continuation_token=token)
-                items = list(next(pages, []))
-                return items, pages.continuation_token  # type: ignore[attr-defined]
+            def page(token: str | None = token) -> tuple[list[Listed], str | None]:
+                if reader is not None:
+                    return reader.list_page(prefix, token, self.page_size)
+                return self._sdk_page(client, prefix, token)
 
             try:
                 items, token = self._call(page, deadline, f"listing of {self.describe()}")
-            except AzureError as exc:
+            except (AzureError, ReadFailed, requests.RequestException) as exc:
                 raise self._error(exc, None) from None
-            for blob in items:
-                rel = relative_key(blob.name, self.prefix)
+            for name, size, etag, md5 in items:
+                rel = relative_key(name, self.prefix)
                 if rel is not None:
-                    md5 = blob.content_settings.content_md5
-                    yield RemoteObject(
-                        rel,
-                        int(blob.size),
-                        str(blob.etag).strip('"'),
-                        handle=(blob.name, bytes(md5) if md5 else None),
-                    )
+                    yield RemoteObject(rel, size, etag, handle=(name, md5))
             if not token:
                 return
+
+    def _sdk_page(
+        self, client: ContainerClient, prefix: str, token: str | None
+    ) -> tuple[list[Listed], str | None]:
+        """One page of the SDK's listing (the default credential chain)."""
+        pages = client.list_blobs(
+            name_starts_with=prefix or None,
+            results_per_page=self.page_size,
+            timeout=int(READ_TIMEOUT_SECONDS),
+        ).by_page(continuation_token=token)
+        items: list[Listed] = []
+        for blob in next(pages, []):
+            md5 = blob.content_settings.content_md5
+            items.append(
+                (blob.name, int(blob.size), str(blob.etag).strip('"'), bytes(md5) if md5 else None)
+            )
+        return items, pages.continuation_token  # type: ignore[attr-defined]
 
     # -- downloads ---------------------------------------------------------------------------
 
