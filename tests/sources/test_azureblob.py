@@ -158,3 +158,16 @@ def test_failed_download_names_the_blob_without_the_signed_sas(
     assert "dag.py" in last and "request failed" in last, last
     assert "sig=" not in proc.stderr and "sv=" not in proc.stderr, proc.stderr
     assert link_target(tmp_path / "root") is None
+
+
+def test_malformed_listing_is_one_clear_error(blob: AzureBlobStoreEnv, tmp_path: Path) -> None:
+    blob.put("dag.py", b"x\n")
+    blob.fake.rewrites.append(lambda request, body: body[:-40] if request.kind == "list" else body)
+
+    proc = run_cli(cli_args(blob, tmp_path / "root"), blob.environ())
+
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "malformed List Blobs response" in last and "'dags'" in last, last
+    assert "Traceback" not in proc.stderr
+    assert link_target(tmp_path / "root") is None

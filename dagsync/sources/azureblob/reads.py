@@ -48,6 +48,10 @@ class SizeChanged(Exception):
         self.served = served
 
 
+class BadListing(Exception):
+    """A List Blobs response that is not the XML the service documents."""
+
+
 class ReadFailed(Exception):
     """A Get Blob that did not answer 200: ``status_code`` and ``error_code`` as the SDK's
     HttpResponseError carries them."""
@@ -169,6 +173,13 @@ class BlobReader:
 
 def parse_listing(body: bytes) -> tuple[list[Listed], str | None]:
     """The blobs of a List Blobs response and its NextMarker (None on the last page)."""
+    try:
+        return _parse_listing(body)
+    except (ElementTree.ParseError, ValueError) as exc:  # binascii.Error is a ValueError
+        raise BadListing(f"malformed List Blobs response ({exc})") from None
+
+
+def _parse_listing(body: bytes) -> tuple[list[Listed], str | None]:
     root = ElementTree.fromstring(body)
     blobs: list[Listed] = []
     for blob in root.iterfind("Blobs/Blob"):

@@ -51,6 +51,7 @@ from dagsync.errors import ConfigError, SourceError
 from dagsync.redact import redact
 from dagsync.sources.azure_auth import AUTH_HINTS, Credential, register_connection_string
 from dagsync.sources.azureblob.reads import (
+    BadListing,
     BlobReader,
     Listed,
     ReadFailed,
@@ -297,7 +298,7 @@ class AzureBlobSource(ObjectStoreSource):
 
             try:
                 items, token = self._call(page, deadline, f"listing of {self.describe()}")
-            except (AzureError, ReadFailed, requests.RequestException) as exc:
+            except (AzureError, ReadFailed, BadListing, requests.RequestException) as exc:
                 raise self._error(exc, None) from None
             for name, size, etag, md5 in items:
                 rel = relative_key(name, self.prefix)
