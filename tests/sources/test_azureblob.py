@@ -94,3 +94,80 @@ def test_empty_default_credential_chain_is_a_clear_error(
     last = proc.stderr.strip().splitlines()[-1]
     assert "access denied" in last and "default credential chain" in last, last
     assert link_target(tmp_path / "root") is None
+
+
+def test_sas_connection_string_publishes_with_one_get_per_blob(
+    blob: AzureBlobStoreEnv, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    blob.put("a.py", b"a\n")
+    blob.put("sub/b.py", b"bb\n")
+    sas = generate_container_sas(
+        AZURITE_ACCOUNT,
+        blob.bucket,
+        account_key=AZURITE_KEY,
+        permission=ContainerSasPermissions(read=True, list=True),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+    )
+    connection = f"BlobEndpoint={account_url(blob)};SharedAccessSignature={sas}"
+    blob.clear_requests()
+
+    proc = run_cli(
+        cli_args(blob, tmp_path / "root"), {"AZURE_STORAGE_CONNECTION_STRING": connection}
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert published_files(tmp_path / "root") == {"a.py": b"a\n", "sub/b.py": b"bb\n"}
+    assert blob.requests().get("get") == 2
+    assert sas not in proc.stderr and "sig=" not in proc.stderr
+
+
+def test_percent_encoded_names_in_the_listing_are_decoded(
+    blob: AzureBlobStoreEnv, tmp_path: Path
+) -> None:
+    """Azure sends a name XML cannot carry percent-encoded, marked Encoded="true"."""
+    blob.put("odd name.py", b"odd\n")
+
+    def encode(request: Any, body: bytes) -> bytes:
+        if request.kind != "list":
+            return body
+        plain = b"<Name>team/dags/odd name.py</Name>"
+        return body.replace(plain, b'<Name Encoded="true">team%2Fdags%2Fodd%20name.py</Name>')
+
+    blob.fake.rewrites.append(encode)
+    proc = run_cli(cli_args(blob, tmp_path / "root"), blob.environ())
+
+    assert proc.returncode == 0, proc.stderr
+    assert published_files(tmp_path / "root") == {"odd name.py": b"odd\n"}
+
+
+def test_failed_download_names_the_blob_without_the_signed_sas(
+    blob: AzureBlobStoreEnv, tmp_path: Path
+) -> None:
+    """With an account key dagsync signs a SAS for its reads; errors never show it."""
+    blob.put("dag.py", b"x\n")
+    blob.fake.reset_next(100, kind="get")
+
+    proc = run_cli(cli_args(blob, tmp_path / "root"), blob.environ())
+
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "dag.py" in last and "request failed" in last, last
+    assert "sig=" not in proc.stderr and "sv=" not in proc.stderr, proc.stderr
+    assert link_target(tmp_path / "root") is None
+
+
+def test_malformed_listing_is_one_clear_error(blob: AzureBlobStoreEnv, tmp_path: Path) -> None:
+    blob.put("dag.py", b"x\n")
+    blob.fake.rewrites.append(lambda request, body: body[:-40] if request.kind == "list" else body)
+
+    proc = run_cli(cli_args(blob, tmp_path / "root"), blob.environ())
+
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "malformed List Blobs response" in last and "'dags'" in last, last
+    assert "Traceback" not in proc.stderr
+    assert link_target(tmp_path / "root") is None

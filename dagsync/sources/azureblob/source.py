@@ -44,11 +44,20 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import ContainerClient
+from requests.exceptions import ChunkedEncodingError
 
 from dagsync.config import Config
 from dagsync.errors import ConfigError, SourceError
 from dagsync.redact import redact
 from dagsync.sources.azure_auth import AUTH_HINTS, Credential, register_connection_string
+from dagsync.sources.azureblob.reads import (
+    BadListing,
+    BlobReader,
+    Listed,
+    ReadFailed,
+    SizeChanged,
+    connection_string_sas,
+)
 from dagsync.sources.cloudstore import (
     HashingWriter,
     check_bucket_name,
@@ -156,7 +165,9 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, _Truncated | ServiceRequestError | ServiceResponseError):
         return True
-    if isinstance(exc, HttpResponseError):
+    if isinstance(exc, requests.ConnectionError | requests.Timeout | ChunkedEncodingError):
+        return True
+    if isinstance(exc, HttpResponseError | ReadFailed):
         status = exc.status_code
         return status is None or status in (408, 429) or status >= 500
     return False
@@ -177,6 +188,7 @@ class AzureBlobSource(ObjectStoreSource):
         self.route = credential_route(config)
         self._lock = threading.Lock()
         self._client: ContainerClient | None = None
+        self._reader: BlobReader | None = None
         self._secret: str | None = None
         self._where = self.route.account_url or "the connection string's endpoint"
         if self.route.route == "connection string":
@@ -214,6 +226,7 @@ class AzureBlobSource(ObjectStoreSource):
             client = ContainerClient.from_connection_string(secret, self.container, **options)
             self._where = redact(f"{client.scheme}://{client.primary_hostname}")
             _pin(session, transport, client.url)
+            self._reader = self._reader_for(session, client, connection_string_sas(secret))
             return client
         url = route.account_url or ""
         credential: Any
@@ -235,7 +248,18 @@ class AzureBlobSource(ObjectStoreSource):
             credential = DefaultAzureCredential()
         client = ContainerClient(url, self.container, credential=credential, **options)
         _pin(session, transport, client.url)
+        sas = {"account key": (account_name(url), secret), "SAS token": secret}.get(route.route)
+        self._reader = self._reader_for(session, client, sas)  # type: ignore[arg-type]
         return client
+
+    def _reader_for(
+        self, session: requests.Session, client: ContainerClient, sas: str | tuple[str, str] | None
+    ) -> BlobReader | None:
+        """The lean Get Blob when the credential yields a SAS; None keeps the SDK's read."""
+        if not sas:
+            return None
+        timeouts = (CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
+        return BlobReader(session, client.url, self.container, sas, client.api_version, timeouts)
 
     def _refresh(self) -> ContainerClient:
         """The client for this pass: rebuilt when the key or SAS file changed."""
@@ -262,35 +286,43 @@ class AzureBlobSource(ObjectStoreSource):
 
     def list_objects(self, deadline: float) -> Iterable[RemoteObject]:
         client = self._refresh()
+        reader = self._reader
         prefix = listing_prefix(self.prefix, self.selector.subpath)
         token: str | None = None
         while True:
 
-            def page(token: str | None = token) -> tuple[list[Any], str | None]:
-                pages = client.list_blobs(
-                    name_starts_with=prefix or None,
-                    results_per_page=self.page_size,
-                    timeout=int(READ_TIMEOUT_SECONDS),
-                ).by_page(continuation_token=token)
-                items = list(next(pages, []))
-                return items, pages.continuation_token  # type: ignore[attr-defined]
+            def page(token: str | None = token) -> tuple[list[Listed], str | None]:
+                if reader is not None:
+                    return reader.list_page(prefix, token, self.page_size)
+                return self._sdk_page(client, prefix, token)
 
             try:
                 items, token = self._call(page, deadline, f"listing of {self.describe()}")
-            except AzureError as exc:
+            except (AzureError, ReadFailed, BadListing, requests.RequestException) as exc:
                 raise self._error(exc, None) from None
-            for blob in items:
-                rel = relative_key(blob.name, self.prefix)
+            for name, size, etag, md5 in items:
+                rel = relative_key(name, self.prefix)
                 if rel is not None:
-                    md5 = blob.content_settings.content_md5
-                    yield RemoteObject(
-                        rel,
-                        int(blob.size),
-                        str(blob.etag).strip('"'),
-                        handle=(blob.name, bytes(md5) if md5 else None),
-                    )
+                    yield RemoteObject(rel, size, etag, handle=(name, md5))
             if not token:
                 return
+
+    def _sdk_page(
+        self, client: ContainerClient, prefix: str, token: str | None
+    ) -> tuple[list[Listed], str | None]:
+        """One page of the SDK's listing (the default credential chain)."""
+        pages = client.list_blobs(
+            name_starts_with=prefix or None,
+            results_per_page=self.page_size,
+            timeout=int(READ_TIMEOUT_SECONDS),
+        ).by_page(continuation_token=token)
+        items: list[Listed] = []
+        for blob in next(pages, []):
+            md5 = blob.content_settings.content_md5
+            items.append(
+                (blob.name, int(blob.size), str(blob.etag).strip('"'), bytes(md5) if md5 else None)
+            )
+        return items, pages.continuation_token  # type: ignore[attr-defined]
 
     # -- downloads ---------------------------------------------------------------------------
 
@@ -298,33 +330,30 @@ class AzureBlobSource(ObjectStoreSource):
         handle: tuple[str, bytes | None] = obj.handle  # type: ignore[assignment]
         name, content_md5 = handle
         client = self._client or self._refresh()
+        reader = self._reader
         writer = HashingWriter(out, (), lambda: self.check_running(deadline, f"download of {name}"))
         digest: list[Any] = []
 
         def attempt() -> None:
             digest[:] = [hashlib.md5(usedforsecurity=False)]
             writer.restart(digest)
-            stream = client.download_blob(
-                name,
-                etag=f'"{obj.token}"',
-                match_condition=MatchConditions.IfNotModified,
-                max_concurrency=1,
-                timeout=int(READ_TIMEOUT_SECONDS),
-            )
-            if stream.size != obj.size:
+            try:
+                if reader is not None:
+                    reader.read(name, obj.token, obj.size, writer.write)
+                else:
+                    self._sdk_read(client, obj, writer)
+            except SizeChanged as exc:
                 raise SourceError(
                     f"{self.describe()}: {name}: listed with {obj.size} bytes but served "
-                    f"{stream.size}; changed during the sync",
+                    f"{exc.served}; changed during the sync",
                     name,
-                )
-            for chunk in stream.chunks():
-                writer.write(chunk)
+                ) from None
             if writer.written != obj.size:
                 raise _Truncated(f"got {writer.written} bytes, expected {obj.size}")
 
         try:
             self._call(attempt, deadline, f"download of {name}")
-        except (AzureError, _Truncated) as exc:
+        except (AzureError, _Truncated, ReadFailed, requests.RequestException) as exc:
             raise self._error(exc, name) from None
         if content_md5 is not None and digest[0].digest() != content_md5:
             raise SourceError(
@@ -332,6 +361,21 @@ class AzureBlobSource(ObjectStoreSource):
                 "(corrupted in transit, or a stale Content-MD5 property)",
                 name,
             )
+
+    @staticmethod
+    def _sdk_read(client: ContainerClient, obj: RemoteObject, writer: HashingWriter) -> None:
+        """The SDK's Get Blob (the default credential chain: no SAS for the lean read)."""
+        stream = client.download_blob(
+            obj.handle[0],  # type: ignore[index]
+            etag=f'"{obj.token}"',
+            match_condition=MatchConditions.IfNotModified,
+            max_concurrency=1,
+            timeout=int(READ_TIMEOUT_SECONDS),
+        )
+        if stream.size != obj.size:
+            raise SizeChanged(stream.size)
+        for chunk in stream.chunks():
+            writer.write(chunk)
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -348,7 +392,7 @@ class AzureBlobSource(ObjectStoreSource):
             )
         if code == "ContainerNotFound" or (status == 404 and key is None):
             return SourceError(f"{where}: container {self.container!r} does not exist", key)
-        if isinstance(exc, ResourceNotFoundError | ResourceModifiedError) or status == 412:
+        if isinstance(exc, ResourceNotFoundError | ResourceModifiedError) or status in (404, 412):
             return SourceError(f"{where}: changed during the sync ({reason}); retry", key)
         return SourceError(f"{where}: request failed: {reason}", key)
 
