@@ -25,6 +25,7 @@ otherwise, so it never replaces the committed one. Not a test: it prints figures
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import shlex
 import sys
@@ -442,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         measure.PROFILES = (
             (REPO / "docs" / "profiles") if not args.quick else tmp / "dagsync-profiles"
         )
+    missing = [m for m in ("matplotlib", "pyinstrument") if importlib.util.find_spec(m) is None]
+    if missing:  # the plot and --profile need them; fail before a long run, not inside it
+        parser.error(f"missing {', '.join(missing)}: pip install -e '.[bench]'")
     print(compile_dagsync(), flush=True)
     harness = Harness(profile, out, plot)
     harness.report.command = "python bench/run_all.py " + shlex.join(
