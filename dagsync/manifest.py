@@ -106,10 +106,11 @@ class Manifest:
         yield '{"version":1,"entries":['
         for start in range(0, len(entries), _DIGEST_BATCH):
             rows = [
-                encode([e.path, e.size, e.token, e.mode, e.target])
+                [e.path, e.size, e.token, e.mode, e.target]
                 for e in entries[start : start + _DIGEST_BATCH]
             ]
-            yield ("," if start else "") + ",".join(rows)
+            # One C-encoded list per batch, its brackets cut: the rows joined by commas.
+            yield ("," if start else "") + encode(rows)[1:-1]
         yield "]}"
 
     @classmethod
