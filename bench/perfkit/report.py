@@ -100,13 +100,9 @@ def machine() -> list[str]:
         "slows "
         "`git clone`'s checkout as much as dagsync's writes",
         f"- load: load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
-        f"{os.cpu_count()} CPUs"
-        + (
-            " (shared with other jobs: absolute times are noisy, ratios come from the same "
-            "run with the contenders alternating)"
-            if load[2] > (os.cpu_count() or 1)
-            else ""
-        ),
+        f"{os.cpu_count()} CPUs (the benchmark itself keeps one or two busy; more means other "
+        "jobs shared the machine: then absolute times are noisy, and the ratios, from the same "
+        "run with the contenders alternating, are what to read)",
         "- bytecode: dagsync's modules were compiled before measuring, as `pip install` does "
         "(`bench/perfkit/bytecode.py`)",
         f"- versions: python {sys.version.split()[0]}, git {git}, "
