@@ -201,14 +201,19 @@ class ObjectStoreSource(ABC):
                 writer.symlink(entry)
             else:
                 todo.append(entry)
-        for entry in changes.reuse:
-            if writer.reuse(entry):
-                stats.reused_files += 1
-            else:
-                todo.append(entry)
-        self._download_all(writer, todo, objects, deadline)
-        stats.downloaded_files = len(todo)
-        stats.downloaded_bytes = sum(e.size for e in todo)
+        # The unchanged files are linked while the changed ones download: one changed object
+        # of 10,000 waits on the network about as long as the 9,999 links take.
+        linker = _Linker(writer, changes.reuse)
+        try:
+            self._download_all(writer, todo, objects, deadline)
+        except BaseException:
+            linker.join(quiet=True)  # the download's error is the one to report
+            raise
+        missed = linker.join()
+        self._download_all(writer, missed, objects, deadline)  # gone from the previous tree
+        stats.reused_files = len(changes.reuse) - len(missed)
+        stats.downloaded_files = len(todo) + len(missed)
+        stats.downloaded_bytes = sum(e.size for e in todo) + sum(e.size for e in missed)
         writer.finish()
         return stats
 
@@ -267,3 +272,31 @@ class ObjectStoreSource(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional for subclasses
         """Subclasses release their clients here."""
+
+
+class _Linker(threading.Thread):
+    """Hard-links unchanged files from the previous revision in its own thread (``link(2)``
+    lets the GIL go); :meth:`join` returns the entries that could not be linked, or raises
+    what linking raised."""
+
+    def __init__(self, writer: TreeWriter, entries: Iterable[Entry]) -> None:
+        super().__init__(name="dagsync-link", daemon=True)
+        self.writer = writer
+        self.entries = entries
+        self.missed: list[Entry] = []
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            for entry in self.entries:
+                if not self.writer.reuse(entry):
+                    self.missed.append(entry)
+        except BaseException as exc:  # handed to the pass's thread by join()
+            self.error = exc
+
+    def join(self, timeout: float | None = None, quiet: bool = False) -> list[Entry]:  # type: ignore[override]
+        super().join(timeout)
+        if self.error is not None and not quiet:
+            raise self.error
+        return self.missed
