@@ -139,13 +139,18 @@ def start_relay(
 
 
 def worker(
-    relay: Relay, root: Path, env: Mapping[str, str], *args: str, token: Path | None = None
+    relay: Relay,
+    root: Path,
+    env: Mapping[str, str],
+    *args: str,
+    token: Path | None = None,
+    umask: int = -1,
 ) -> Result:
     argv: list[str | Path] = ["once", "--source", "relay", "--relay-url", relay.url]
     argv += ["--root", root, *args]
     if token is not None:
         argv += ["--relay-token-file", token]
-    return dagsync(*argv, env=env)
+    return dagsync(*argv, env=env, umask=umask)
 
 
 def dag_repo(repo: Repo) -> str:
@@ -223,9 +228,7 @@ def test_a_cold_worker_writes_the_relays_modes_whatever_its_umask(
     under 077 as under 022, files are 0644 and executables 0755, as on the relay."""
     dag_repo(git_repo)
     relay = start_relay("--repo", git_repo.file_url)
-    argv: list[str | Path] = ["once", "--source", "relay", "--relay-url", relay.url]
-    argv += ["--root", tmp_path / "worker", "--relay-token-file", token_file]
-    result = dagsync(*argv, env=env, umask=umask)
+    result = worker(relay, tmp_path / "worker", env, token=token_file, umask=umask)
     assert result.returncode == 0, result
     got = tree(published(tmp_path / "worker")[1])
     assert got == tree(published(relay.d.root)[1])
