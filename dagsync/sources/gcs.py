@@ -20,7 +20,7 @@ import base64
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -46,7 +46,7 @@ from dagsync.sources.cloudstore import (
     pin_requests_environment,
     relative_key,
 )
-from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
+from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,6 +86,7 @@ class GcsSource(ObjectStoreSource):
     """Objects of one Google Cloud Storage bucket under a prefix."""
 
     name = "gcs"
+    is_transient = staticmethod(is_transient)
 
     def __init__(self, config: Config, cache_dir: Path) -> None:
         super().__init__(config, cache_dir)
@@ -141,11 +142,6 @@ class GcsSource(ObjectStoreSource):
                 self._client = self._build()
             return self._client
 
-    def _call(self, call: Callable[[], T], deadline: float, what: str) -> T:
-        return call_with_retries(
-            call, transient=is_transient, deadline=deadline, what=what, stop=self.cancelled
-        )
-
     # -- listing -----------------------------------------------------------------------------
 
     def list_objects(self, deadline: float) -> Iterable[RemoteObject]:
@@ -168,7 +164,7 @@ class GcsSource(ObjectStoreSource):
                 return (list(first) if first is not None else []), found.next_page_token
 
             try:
-                blobs, token = self._call(page, deadline, f"listing of {self.describe()}")
+                blobs, token = self._retried(page, deadline, f"listing of {self.describe()}")
             except Exception as exc:
                 raise self._error(exc, None) from None
             for blob in blobs:
@@ -220,7 +216,7 @@ class GcsSource(ObjectStoreSource):
                 )
 
         try:
-            self._call(attempt, deadline, f"download of {name}")
+            self._retried(attempt, deadline, f"download of {name}")
         except Exception as exc:
             if isinstance(exc, SourceError):
                 raise

@@ -116,6 +116,7 @@ class ObjectStoreSource(ABC):
     """Base of listing sources; subclasses implement :meth:`list_objects` and :meth:`download`."""
 
     name: ClassVar[str]
+    retry_attempts: ClassVar[int] = RETRY_ATTEMPTS
 
     def __init__(self, config: Config, cache_dir: Path) -> None:
         self.config = config
@@ -124,6 +125,23 @@ class ObjectStoreSource(ABC):
         self._local = threading.local()
         # Set when one download of a fetch failed (or the fetch ends): the others stop early.
         self.cancelled = threading.Event()
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """Whether ``exc`` from this source's SDK is worth another try (a subclass says)."""
+        return False
+
+    def _retried(self, call: Callable[[], T], deadline: float, what: str) -> T:
+        """``call()`` retried while :meth:`is_transient` says so, never past ``deadline``,
+        and not once the fetch is cancelled."""
+        return call_with_retries(
+            call,
+            transient=self.is_transient,
+            deadline=deadline,
+            what=what,
+            attempts=self.retry_attempts,
+            stop=self.cancelled,
+        )
 
     @abstractmethod
     def list_objects(self, deadline: float) -> Iterable[RemoteObject]:

@@ -35,7 +35,7 @@ from oss2.credentials import StaticCredentialsProvider
 from dagsync.config import Config
 from dagsync.errors import ConfigError, SourceError
 from dagsync.redact import read_secret_file, register_secret
-from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
+from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject
 from dagsync.timing import remaining
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class OssSource(ObjectStoreSource):
     """Objects of one OSS bucket under a prefix."""
 
     name = "oss"
+    is_transient = staticmethod(is_transient)
 
     def __init__(self, config: Config, cache_dir: Path) -> None:
         super().__init__(config, cache_dir)
@@ -221,9 +222,7 @@ class OssSource(ObjectStoreSource):
             with self._client(deadline, what) as bucket:
                 return call(bucket)
 
-        return call_with_retries(
-            attempt, transient=is_transient, deadline=deadline, what=what, stop=self.cancelled
-        )
+        return self._retried(attempt, deadline, what)
 
     # -- listing -----------------------------------------------------------------------------
 

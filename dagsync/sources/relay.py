@@ -17,7 +17,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit
@@ -28,7 +28,7 @@ from dagsync.errors import ConfigError, SourceError, UnsafePath
 from dagsync.manifest import MODE_EXEC, MODE_FILE, MODE_SYMLINK, Entry, Manifest, diff, safe_path
 from dagsync.redact import read_secret_file, redact_url, register_url_credentials
 from dagsync.sources.base import FetchStats, Plan, Published
-from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
+from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject
 from dagsync.tarstream import Member, TarFormatError, TarReader
 from dagsync.timing import remaining
 from dagsync.tree import TreeWriter
@@ -66,6 +66,8 @@ class RelaySource(ObjectStoreSource):
     """The revisions of a ``dagsync run --serve-revisions``."""
 
     name = "relay"
+    is_transient = staticmethod(is_transient)
+    retry_attempts = RETRY_ATTEMPTS  # a busy or restarting relay: about two minutes
 
     def __init__(self, config: Config, cache_dir: Path) -> None:
         super().__init__(config, cache_dir)
@@ -138,16 +140,6 @@ class RelaySource(ObjectStoreSource):
             raise Unavailable(f"{self.describe()}: {resp.status} for {path}{said}")
         raise SourceError(f"{self.describe()}: {resp.status} for {path}{said}")
 
-    def _retrying(self, call: Callable[[], T], deadline: float, what: str) -> T:
-        return call_with_retries(
-            call,
-            transient=is_transient,
-            deadline=deadline,
-            what=what,
-            attempts=RETRY_ATTEMPTS,
-            stop=self.cancelled,
-        )
-
     def _json(self, path: str, deadline: float) -> Any:
         def get() -> Any:
             resp = self._open(path, deadline)
@@ -157,7 +149,7 @@ class RelaySource(ObjectStoreSource):
                 resp.close()
 
         try:
-            return self._retrying(get, deadline, path)
+            return self._retried(get, deadline, path)
         except ValueError as exc:
             raise SourceError(f"{self.describe()}: {path} is not JSON: {exc}") from None
         except (OSError, http.client.HTTPException) as exc:
@@ -235,7 +227,7 @@ class RelaySource(ObjectStoreSource):
             verify(obj, out.tell(), digest.hexdigest())
 
         try:
-            self._retrying(get, deadline, f"download of {obj.key}")
+            self._retried(get, deadline, f"download of {obj.key}")
         except (OSError, http.client.HTTPException) as exc:
             raise SourceError(
                 f"download of {obj.key} from {self.describe()} failed: {exc}"
@@ -251,7 +243,7 @@ class RelaySource(ObjectStoreSource):
         done: set[str] = set()
         what = f"archive of {plan.revision} from {self.describe()}"
         try:
-            resp = self._retrying(
+            resp = self._retried(
                 lambda: self._open(f"/v1/revisions/{quote(plan.revision)}/archive.tar", deadline),
                 deadline,
                 what,

@@ -25,7 +25,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -54,7 +54,7 @@ from dagsync.sources.cloudstore import (
     register_secrets,
     relative_key,
 )
-from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
+from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject
 
 log = logging.getLogger(__name__)
 # botocore's DEBUG records dump every request's headers (the access key id with them) and are
@@ -122,6 +122,7 @@ class S3Source(ObjectStoreSource):
     """Objects of one S3 bucket under a prefix."""
 
     name = "s3"
+    is_transient = staticmethod(is_transient)
 
     def __init__(self, config: Config, cache_dir: Path) -> None:
         super().__init__(config, cache_dir)
@@ -188,11 +189,6 @@ class S3Source(ObjectStoreSource):
                     raise self._error(exc, None) from None
             return self._client
 
-    def _call(self, call: Callable[[], T], deadline: float, what: str) -> T:
-        return call_with_retries(
-            call, transient=is_transient, deadline=deadline, what=what, stop=self.cancelled
-        )
-
     # -- listing -----------------------------------------------------------------------------
 
     def list_objects(self, deadline: float) -> Iterable[RemoteObject]:
@@ -205,7 +201,7 @@ class S3Source(ObjectStoreSource):
         what = f"listing of {self.describe()}"
         while True:
             try:
-                page = self._call(lambda: client.list_objects_v2(**request), deadline, what)
+                page = self._retried(lambda: client.list_objects_v2(**request), deadline, what)
             except (ClientError, BotoCoreError, urllib3.exceptions.HTTPError) as exc:
                 raise self._error(exc, None) from None
             for item in page.get("Contents", ()):
@@ -233,7 +229,7 @@ class S3Source(ObjectStoreSource):
             plain[0] = self._read_into(client, obj, key, writer)
 
         try:
-            self._call(attempt, deadline, f"download of {key}")
+            self._retried(attempt, deadline, f"download of {key}")
         except (ClientError, BotoCoreError, urllib3.exceptions.HTTPError, _Truncated) as exc:
             raise self._error(exc, key) from None
         etag = obj.token

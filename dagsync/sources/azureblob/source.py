@@ -24,7 +24,7 @@ import hashlib
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
@@ -67,7 +67,7 @@ from dagsync.sources.cloudstore import (
     pin_requests_environment,
     relative_key,
 )
-from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject, call_with_retries
+from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject
 
 log = logging.getLogger(__name__)
 # The SDK's HTTP logging policy logs every request URL at INFO, SAS signature included.
@@ -177,6 +177,7 @@ class AzureBlobSource(ObjectStoreSource):
     """Blobs of one Azure Blob container under a prefix."""
 
     name = "azureblob"
+    is_transient = staticmethod(is_transient)
 
     def __init__(self, config: Config, cache_dir: Path) -> None:
         super().__init__(config, cache_dir)
@@ -277,11 +278,6 @@ class AzureBlobSource(ObjectStoreSource):
                 self._secret = secret
             return self._client
 
-    def _call(self, call: Callable[[], T], deadline: float, what: str) -> T:
-        return call_with_retries(
-            call, transient=is_transient, deadline=deadline, what=what, stop=self.cancelled
-        )
-
     # -- listing -----------------------------------------------------------------------------
 
     def list_objects(self, deadline: float) -> Iterable[RemoteObject]:
@@ -297,7 +293,7 @@ class AzureBlobSource(ObjectStoreSource):
                 return self._sdk_page(client, prefix, token)
 
             try:
-                items, token = self._call(page, deadline, f"listing of {self.describe()}")
+                items, token = self._retried(page, deadline, f"listing of {self.describe()}")
             except (AzureError, ReadFailed, BadListing, requests.RequestException) as exc:
                 raise self._error(exc, None) from None
             for name, size, etag, md5 in items:
@@ -352,7 +348,7 @@ class AzureBlobSource(ObjectStoreSource):
                 raise _Truncated(f"got {writer.written} bytes, expected {obj.size}")
 
         try:
-            self._call(attempt, deadline, f"download of {name}")
+            self._retried(attempt, deadline, f"download of {name}")
         except (AzureError, _Truncated, ReadFailed, requests.RequestException) as exc:
             raise self._error(exc, name) from None
         if content_md5 is not None and digest[0].digest() != content_md5:
