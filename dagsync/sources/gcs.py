@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
 import google.auth
 import google.auth.exceptions
@@ -49,7 +49,6 @@ from dagsync.sources.cloudstore import (
 from dagsync.sources.objectstore import ObjectStoreSource, RemoteObject
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_only"]
 LIST_PAGE_OBJECTS = 1000

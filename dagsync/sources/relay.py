@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 from dagsync import __version__
@@ -35,7 +35,6 @@ from dagsync.tree import TreeWriter
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 REQUEST_TIMEOUT_SECONDS = 60.0  # per connect and per socket read, never past the deadline
 CHUNK_BYTES = 256 * 1024

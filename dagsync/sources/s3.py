@@ -27,7 +27,7 @@ import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
 import boto3
 import botocore.session
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 # far too many; its INFO lines (which credential provider it used) stay.
 for _name in ("botocore", "boto3", "s3transfer"):
     logging.getLogger(_name).setLevel(logging.INFO)
-T = TypeVar("T")
 
 CHUNK_BYTES = 256 * 1024
 LIST_PAGE_KEYS = 1000

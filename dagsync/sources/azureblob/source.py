@@ -26,7 +26,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import requests
@@ -73,7 +73,6 @@ log = logging.getLogger(__name__)
 # The SDK's HTTP logging policy logs every request URL at INFO, SAS signature included.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 logging.getLogger("azure.identity").setLevel(logging.WARNING)
-T = TypeVar("T")
 
 MAX_PAGE_SIZE = 5000
 CONNECT_TIMEOUT_SECONDS = 10.0
