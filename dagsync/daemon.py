@@ -107,7 +107,10 @@ class Daemon:
                     cfg.max_failures,
                 )
                 return 1
-            woken = self._trigger.wait(next_wait(cfg.period, failures))
+            wait = next_wait(cfg.period, failures)
+            if failures:
+                log.info("retrying in_seconds=%.2f consecutive_failures=%d", wait, failures)
+            woken = self._trigger.wait(wait)
             if woken and self._stop.wait(TRIGGER_SETTLE_SECONDS):
                 break
         log.info("stopped")
