@@ -229,7 +229,7 @@ def backoff_gaps(d: Dagsync, target: Target) -> list[object]:
         assert 0.9 * 2 ** (n - 1) <= seconds <= 1.1 * 2 ** (n - 1), waits
         assert gap > seconds, (gaps, waits)
     assert d.get("/readyz").status_code == 200
-    return [" / ".join(f"{g:.1f}s" for g in gaps)]
+    return [" / ".join(f"{g:.1f}s" for g in gaps), " / ".join(f"{w:.2f}s" for w, _n in waits[:3])]
 
 
 def test_faults_zz_table() -> None:
@@ -239,4 +239,4 @@ def test_faults_zz_table() -> None:
           ["source", "fault", "failures counted", "/readyz", "served", "recovered after clear",
            "last_error"], ROWS)  # fmt: skip
     table("Faults: backoff between failed attempts (server refusing)",
-          ["source", "gaps between attempts"], BACKOFF_ROWS)  # fmt: skip
+          ["source", "gaps between attempts", "waits logged (retrying in_seconds=)"], BACKOFF_ROWS)  # fmt: skip
