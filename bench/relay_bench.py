@@ -10,7 +10,9 @@
 2. one cold ``dagsync once --source relay`` (a fresh root), ``--repeat`` times: wall time
    including process start (target <= 1 s);
 3. ``--workers`` cold workers started at once: p50/p95/max wall (target p95 <= 3 s on 2 cores)
-   and the relay's RSS and threads;
+   and the relay's RSS and threads, ``--rounds`` times, each round after as many
+   ``curl | tar -x`` of the same archive at once (a hand-made relay's workers: the floor the
+   machine's CPUs and disk put under a worker, with no checks and no atomic publish);
 4. ``--slow-clients`` archive downloads at once, each reading ~``--slow-rate`` bytes/s for
    ``--slow-seconds`` and then the rest at full speed (from a separate process): the relay's
    threads and RSS over time, the number of 503s (clients retry after Retry-After), and the
@@ -188,6 +190,25 @@ def cold_workers(n: int, url: str, tmp: Path, env: dict[str, str], tag: str) -> 
     return walls
 
 
+def tar_workers(n: int, url: str, revision: str, tmp: Path, tag: str) -> list[float]:
+    """What a hand-made relay's workers do: ``curl URL/archive.tar | tar -x``, ``n`` at once
+    (no checks, no atomic publish): the floor this machine and its disk put under a worker."""
+    archive = f"{url}/v1/revisions/{revision}/archive.tar"
+    procs = []
+    for i in range(n):
+        dest = tmp / f"{tag}-{i}"
+        dest.mkdir()
+        script = f"curl -sf '{archive}' | tar --no-same-owner -xf - -C '{dest}'"
+        procs.append((time.monotonic(), subprocess.Popen(["sh", "-c", script])))
+    walls = []
+    for t0, proc in procs:
+        proc.wait()
+        walls.append(time.monotonic() - t0)
+        if proc.returncode != 0:
+            raise SystemExit(f"curl | tar failed with exit code {proc.returncode}")
+    return walls
+
+
 def sample_relay(pid: int, stop: threading.Event, samples: list[dict[str, int]]) -> None:
     while not stop.wait(0.05):
         try:
@@ -202,6 +223,9 @@ def main() -> None:
     ap.add_argument("--megabytes", type=float, default=30.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=20)
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="rounds of --workers at once (and of curl | tar)"
+    )
     ap.add_argument("--slow-clients", type=int, default=200)
     ap.add_argument("--slow-seconds", type=float, default=5.0)
     ap.add_argument("--slow-rate", type=int, default=64 * 1024, help="bytes/s while slow")
@@ -283,26 +307,7 @@ def main() -> None:
             f"{min(w for w, _ in cold) / best_local:.2f}"
         )
 
-        samples: list[dict[str, int]] = []
-        stop = threading.Event()
-        sampler = threading.Thread(target=sample_relay, args=(relay.pid, stop, samples))
-        sampler.start()
-        relay_cpu = cpu_seconds(relay.pid)
-        walls = cold_workers(args.workers, url, tmp, env, "w")
-        relay_cpu = cpu_seconds(relay.pid) - relay_cpu
-        stop.set()
-        sampler.join()
-        print(
-            f"{args.workers} workers at once              p50 {pct(walls, 0.5):6.3f} s  "
-            f"p95 {pct(walls, 0.95):6.3f} s  max {max(walls):6.3f} s"
-        )
-        print(
-            f"          relay RSS max {max(s['VmRSS'] for s in samples) / 1024:.1f} MB, "
-            f"threads max {max(s['Threads'] for s in samples)}, "
-            f"CPU {relay_cpu:.2f} s ({relay_cpu / args.workers * 1000:.0f} ms per worker)"
-        )
-        for i in range(args.workers):
-            shutil.rmtree(tmp / f"w-{i}", ignore_errors=True)
+        fleet_phase(relay.pid, url, revision, tmp, env, args)
 
         slow_phase(relay.pid, port, revision, args)
     finally:
@@ -310,6 +315,55 @@ def main() -> None:
             relay.terminate()
             relay.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fleet_phase(
+    pid: int, url: str, revision: str, tmp: Path, env: dict[str, str], args: argparse.Namespace
+) -> None:
+    """``--workers`` cold dagsync workers at once, ``--rounds`` times, alternating with as many
+    ``curl | tar -x`` (a hand-made relay's workers) when curl and tar are installed."""
+    baseline = shutil.which("curl") is not None and shutil.which("tar") is not None
+    samples: list[dict[str, int]] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_relay, args=(pid, stop, samples))
+    sampler.start()
+    ours: list[float] = []  # p95 of each round
+    theirs: list[float] = []
+    relay_cpu = 0.0
+    for round_ in range(args.rounds):
+        if baseline:
+            walls = tar_workers(args.workers, url, revision, tmp, f"t{round_}")
+            theirs.append(pct(walls, 0.95))
+            print(
+                f"{args.workers} x curl | tar -x at once      p50 {pct(walls, 0.5):6.3f} s  "
+                f"p95 {pct(walls, 0.95):6.3f} s  max {max(walls):6.3f} s  (round {round_ + 1})"
+            )
+        before = cpu_seconds(pid)
+        walls = cold_workers(args.workers, url, tmp, env, f"w{round_}")
+        relay_cpu += cpu_seconds(pid) - before
+        ours.append(pct(walls, 0.95))
+        print(
+            f"{args.workers} dagsync workers at once      p50 {pct(walls, 0.5):6.3f} s  "
+            f"p95 {pct(walls, 0.95):6.3f} s  max {max(walls):6.3f} s  (round {round_ + 1})"
+        )
+        for i in range(args.workers):
+            shutil.rmtree(tmp / f"w{round_}-{i}", ignore_errors=True)
+            shutil.rmtree(tmp / f"t{round_}-{i}", ignore_errors=True)
+    stop.set()
+    sampler.join()
+    summary = f"p95 median of {args.rounds} rounds: dagsync {statistics.median(ours):.3f} s"
+    if theirs:
+        summary += (
+            f", curl | tar {statistics.median(theirs):.3f} s, ratio "
+            f"{statistics.median(ours) / statistics.median(theirs):.2f}"
+        )
+    print(f"          {summary} (target: dagsync p95 <= 3 s)")
+    print(
+        f"          relay RSS max {max(s['VmRSS'] for s in samples) / 1024:.1f} MB, "
+        f"threads max {max(s['Threads'] for s in samples)}, CPU "
+        f"{relay_cpu / args.rounds:.2f} s per round "
+        f"({relay_cpu / args.rounds / args.workers * 1000:.0f} ms per dagsync worker)"
+    )
 
 
 def slow_phase(pid: int, port: int, revision: str, args: argparse.Namespace) -> None:
