@@ -89,6 +89,31 @@ def test_json_round_trip(entries: list[Entry]) -> None:
     assert Manifest.from_json(manifest.to_json()).digest() == manifest.digest()
 
 
+def test_digest_is_the_same_as_in_every_earlier_release() -> None:
+    """Revision ids of stores are published, served by relays and pinned by users: the digest
+    of a given listing must never change (this value is what 0.1.0 computed)."""
+    manifest = Manifest.of(
+        [
+            Entry("dags/a.py", 12, '"0x8D"', MODE_FILE),
+            Entry('dags/é "q"\n.py', 0, "tok", MODE_EXEC),
+            Entry("dags/up", 2, "", MODE_SYMLINK, ".."),
+        ]
+    )
+    assert manifest.digest() == "14c0b957f97de03e12f982f66719dcfd4949ffe6"
+
+
+@given(st.text(), st.integers(min_value=0), st.text(), st.text())
+def test_digest_rows_are_json_dumps_byte_for_byte(
+    path: str, size: int, token: str, target: str
+) -> None:
+    import json
+
+    from dagsync.manifest import _digest_row
+
+    entry = Entry(path, size, token, MODE_FILE, target)
+    assert _digest_row(entry) == json.dumps([path, size, token, MODE_FILE, target]) + "\n"
+
+
 def test_manifest_refuses_duplicate_paths_and_sums_sizes() -> None:
     with pytest.raises(UnsafePath, match="duplicate path"):
         Manifest.of([Entry("a.py", 1, "x"), Entry("a.py", 2, "y")])
