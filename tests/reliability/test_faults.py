@@ -239,4 +239,5 @@ def test_faults_zz_table() -> None:
           ["source", "fault", "failures counted", "/readyz", "served", "recovered after clear",
            "last_error"], ROWS)  # fmt: skip
     table("Faults: backoff between failed attempts (server refusing)",
-          ["source", "gaps between attempts", "waits logged (retrying in_seconds=)"], BACKOFF_ROWS)  # fmt: skip
+          ["source", "gaps between attempts", "waits logged (retrying in_seconds=)"],
+          BACKOFF_ROWS)  # fmt: skip
