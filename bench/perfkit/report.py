@@ -70,7 +70,9 @@ def _commit() -> str:
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     )
     dirty = subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        # docs/ is where this report and its profiles go while the run goes on: not the code.
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--"]
+        + [".", ":(exclude)docs"],
         capture_output=True,
         text=True,
     )
