@@ -134,11 +134,11 @@ CHANGES: list[str] = [
     "encoded one list per 1,024 rows (10,000 entries: ~50 ms → 6 ms).",
     "- **Scenario 5 is inside the noise** (one changed object of 10,000, 20 ms per request; "
     "OSS / Azure ratios, all 2026-12-07 on this machine): the code of 7bfd398 gave 1.43× / "
-    "1.24× (`--only 5 --reps 5`) and 1.67× / 1.72× (a full run, n=3); with the faster digest "
-    "and the walk check's early return (8c7cda5) 1.40× / 1.53×, 1.84× / 1.58× and 1.31× / "
-    "1.53× (`--only 5`, n=2-3), 1.58× / 1.62× (a full run, n=3) and 1.50× / 1.37× (this "
-    "report, n=5). Exactly one GET in every pass. The spread of single passes is ±20 % (see "
-    "Details); what stays is dagsync's extra CPU, ~0.6 s per pass over the script's: the "
-    "10,000 links (0.14 s of it is the kernel's `lstat` + `link`), reading and digesting the "
-    "manifests, writing the new one. Target 1.5×.",
+    "1.24× (`--only 5 --reps 5`) and 1.67× / 1.72× (a full run, n=3); the code of 60b8d68 "
+    "1.40× / 1.53× (`--only 5`, n=3); with the faster digest and the walk check's early "
+    "return (8c7cda5) 1.84× / 1.58× and 1.31× / 1.53× (`--only 5`, n=2-3), 1.58× / 1.62× (a "
+    "full run, n=3) and 1.50× / 1.37× (this report, n=5). Exactly one GET in every pass. The "
+    "spread of single passes is ±20 % (see Details); what stays is dagsync's extra CPU, ~0.6 "
+    "s per pass over the script's: the 10,000 links (0.14 s of it is the kernel's `lstat` + "
+    "`link`), reading and digesting the manifests, writing the new one. Target 1.5×.",
 ]
