@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dagsync.config import Config
+from dagsync.fsops import write_atomic
 from dagsync.redact import redact
 from dagsync.status import StatusBoard
-from dagsync.store import write_atomic
 from dagsync.syncer import FAILED, PUBLISHED, REJECTED, SyncResult
 
 log = logging.getLogger(__name__)

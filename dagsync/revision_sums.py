@@ -18,8 +18,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dagsync.fsops import write_atomic
 from dagsync.manifest import MODE_EXEC, Entry, Manifest
-from dagsync.store import RevisionStore, write_atomic
+from dagsync.store import RevisionStore
 
 CACHED_REVISIONS = 8
 SUMS_VERSION = 1

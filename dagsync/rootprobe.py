@@ -15,7 +15,8 @@ import secrets
 from pathlib import Path
 
 from dagsync.errors import ConfigError
-from dagsync.store import TMP_LINK_MARK, remove_tree
+from dagsync.fsops import remove_tree
+from dagsync.store import TMP_LINK_MARK
 
 log = logging.getLogger(__name__)
 

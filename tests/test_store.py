@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from dagsync.errors import PublishError
+from dagsync.fsops import remove_tree, write_atomic
 from dagsync.manifest import Entry, Manifest
-from dagsync.store import RevisionStore, remove_tree, write_atomic
+from dagsync.store import RevisionStore
 from tests.helpers import leftovers, published
 
 

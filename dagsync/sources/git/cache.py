@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from dagsync.errors import SourceError
+from dagsync.fsops import remove_tree
 from dagsync.redact import redact_url
 from dagsync.sources.git.command import (
     FetchProgress,
@@ -27,7 +28,6 @@ from dagsync.sources.git.gitpython import (
     NoSuchPathError,
     Repo,
 )
-from dagsync.store import remove_tree
 
 log = logging.getLogger(__name__)
 
