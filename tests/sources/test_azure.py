@@ -23,7 +23,7 @@ import pytest
 from dagsync import cli
 from dagsync.config import Config, load
 from dagsync.errors import SourceError, UnsafePath
-from dagsync.sources.azure.source import CHUNK_BYTES, AzureSource
+from dagsync.sources.azure import CHUNK_BYTES, AzureSource
 from dagsync.store import RevisionStore
 from dagsync.syncer import Syncer
 from tests.fakes.azure_server import FakeAzureFiles
@@ -755,7 +755,7 @@ def test_only_service_and_transport_errors_are_retried() -> None:
     )
 
     from dagsync.errors import SyncTimeout
-    from dagsync.sources.azure.source import _transient
+    from dagsync.sources.azure import _transient
 
     assert _transient(HttpResponseError("Download stream interrupted."))
     assert _transient(ServiceResponseError("connection reset"))

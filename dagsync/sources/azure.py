@@ -50,7 +50,7 @@ from urllib3.util.retry import Retry
 from dagsync.config import Config
 from dagsync.errors import ConfigError, LimitExceeded, SourceError, SyncTimeout, UnsafePath
 from dagsync.redact import redact
-from dagsync.sources.azure.auth import AUTH_HINTS, credential_route, register_connection_string
+from dagsync.sources.azure_auth import AUTH_HINTS, credential_route, register_connection_string
 from dagsync.sources.objectstore import (
     Cancelled,
     ObjectStoreSource,
