@@ -1,5 +1,6 @@
-"""Which credential the azure source uses, and reading it: the connection string from the
-environment, or an account key / SAS token file that is re-read every pass (rotation).
+"""Which credential the azure and azureblob sources use (this module is shared by both), and
+reading it: the connection string from the environment, or an account key / SAS token file
+that is re-read every pass (rotation).
 
 No SDK here: validation happens before any client exists, and every secret read is registered
 for redaction before it can reach a message.
