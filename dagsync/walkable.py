@@ -13,7 +13,7 @@ from __future__ import annotations
 import posixpath
 
 from dagsync.errors import CheckFailed
-from dagsync.manifest import MODE_SYMLINK, Manifest
+from dagsync.manifest import Manifest
 
 MAX_LINK_HOPS = 40  # as the kernel: a longer chain is ELOOP, which a walk does not follow
 
@@ -64,7 +64,7 @@ class _Tree:
 def loops(manifest: Manifest) -> list[tuple[str, str, str]]:
     """(symlink, its target, the folder it leads to) for every symlink that makes Airflow's
     walk reach a folder of the tree twice."""
-    if not any(e.mode == MODE_SYMLINK for e in manifest.entries):
+    if not any(e.is_symlink for e in manifest.entries):
         return []  # only a symlink can lead a walk back (most trees: skip building the tree)
     tree = _Tree(manifest)
     found = []
