@@ -12,8 +12,8 @@ response through ``raw_response_hook`` because the SDK hides it from ``propertie
 always checked, and a file whose ETag moved since the listing fails the sync (the next one
 relists). The SDK retries 5xx and dropped connections itself (``SDK_RETRIES``, a short
 constant wait); what it gives up on or does not retry at all (a truncated body) dagsync retries
-with the store pipeline's ``call_with_retries``. Socket timeouts share the time left, so all of
-it stays within --sync-timeout.
+with the store pipeline's ``ObjectStoreSource._retried``. Socket timeouts share the time left,
+so all of it stays within --sync-timeout.
 
 Hidden tuning knobs (``--source-option KEY=VALUE``, for tests and benchmarks; not documented):
 ``page_size`` (listing entries per request, 1..5000; default the service's 5000) and
@@ -51,12 +51,7 @@ from dagsync.config import Config
 from dagsync.errors import ConfigError, LimitExceeded, SourceError, SyncTimeout, UnsafePath
 from dagsync.redact import redact
 from dagsync.sources.azure_auth import AUTH_HINTS, credential_route, register_connection_string
-from dagsync.sources.objectstore import (
-    Cancelled,
-    ObjectStoreSource,
-    RemoteObject,
-    call_with_retries,
-)
+from dagsync.sources.objectstore import Cancelled, ObjectStoreSource, RemoteObject
 from dagsync.timing import remaining
 
 if TYPE_CHECKING:
@@ -88,10 +83,31 @@ def _int_option(options: dict[str, str], key: str, low: int, high: int) -> int |
     return value
 
 
+class _Truncated(Exception):
+    """Fewer bytes arrived than the file holds."""
+
+
+# What _with_retries catches; _transient decides which of these are worth another attempt.
+_RETRYABLE = (_Truncated, ServiceRequestError, ServiceResponseError, HttpResponseError)
+
+
+def _transient(exc: BaseException) -> bool:
+    if not isinstance(exc, _RETRYABLE):
+        return False  # ours (verification, unsafe names, timeouts) or a bug: never retried
+    if isinstance(exc, ClientAuthenticationError | ResourceNotFoundError | ResourceModifiedError):
+        return False
+    if isinstance(exc, _Truncated | ServiceRequestError | ServiceResponseError):
+        return True
+    status = getattr(exc, "status_code", None)
+    interrupted = "stream interrupted" in str(exc).lower()
+    return interrupted or status is None or status in (408, 429) or status >= 500
+
+
 class AzureSource(ObjectStoreSource):
     """Azure Files: a directory of a share, listed concurrently, files by ETag."""
 
     name: ClassVar[str] = "azure"
+    is_transient = staticmethod(_transient)
 
     def __init__(self, config: Config, cache_dir: Path) -> None:
         super().__init__(config, cache_dir)
@@ -367,13 +383,7 @@ class AzureSource(ObjectStoreSource):
         """``call`` again after transient failures the SDK gave up on or does not retry (a
         truncated body), with the shared backoff, bounded by the deadline; then a SourceError."""
         try:
-            return call_with_retries(
-                call,
-                transient=_transient,
-                deadline=deadline,
-                what=f"{what} in {self.describe()}",
-                stop=stop,
-            )
+            return self._retried(call, deadline, f"{what} in {self.describe()}", stop)
         except _RETRYABLE as exc:
             if stop.is_set():
                 raise Cancelled(f"{what}: cancelled", what) from exc
@@ -391,26 +401,6 @@ class AzureSource(ObjectStoreSource):
         if isinstance(exc, ResourceNotFoundError):
             return SourceError(f"{where}: not found ({_reason(exc)})", what)
         return SourceError(f"{where} failed: {_reason(exc)}", what)
-
-
-class _Truncated(Exception):
-    """Fewer bytes arrived than the file holds."""
-
-
-# What _with_retries catches; _transient decides which of these are worth another attempt.
-_RETRYABLE = (_Truncated, ServiceRequestError, ServiceResponseError, HttpResponseError)
-
-
-def _transient(exc: BaseException) -> bool:
-    if not isinstance(exc, _RETRYABLE):
-        return False  # ours (verification, unsafe names, timeouts) or a bug: never retried
-    if isinstance(exc, ClientAuthenticationError | ResourceNotFoundError | ResourceModifiedError):
-        return False
-    if isinstance(exc, _Truncated | ServiceRequestError | ServiceResponseError):
-        return True
-    status = getattr(exc, "status_code", None)
-    interrupted = "stream interrupted" in str(exc).lower()
-    return interrupted or status is None or status in (408, 429) or status >= 500
 
 
 def _reason(exc: Exception) -> str:

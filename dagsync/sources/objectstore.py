@@ -131,16 +131,18 @@ class ObjectStoreSource(ABC):
         """Whether ``exc`` from this source's SDK is worth another try (a subclass says)."""
         return False
 
-    def _retried(self, call: Callable[[], T], deadline: float, what: str) -> T:
+    def _retried(
+        self, call: Callable[[], T], deadline: float, what: str, stop: threading.Event | None = None
+    ) -> T:
         """``call()`` retried while :meth:`is_transient` says so, never past ``deadline``,
-        and not once the fetch is cancelled."""
+        and not once ``stop`` is set (by default: once the fetch is cancelled)."""
         return call_with_retries(
             call,
             transient=self.is_transient,
             deadline=deadline,
             what=what,
             attempts=self.retry_attempts,
-            stop=self.cancelled,
+            stop=self.cancelled if stop is None else stop,
         )
 
     @abstractmethod
