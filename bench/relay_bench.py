@@ -175,38 +175,37 @@ def slow_clients_main(
 
 
 # -- the phases -----------------------------------------------------------------------------------
-def cold_workers(n: int, url: str, tmp: Path, env: dict[str, str], tag: str) -> list[float]:
-    procs = []
-    for i in range(n):
-        argv = [*DAGSYNC, "once", "--source", "relay", "--relay-url", url]
-        argv += ["--root", str(tmp / f"{tag}-{i}")]
-        procs.append((time.monotonic(), subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)))
+def at_once(commands: list[list[str]], env: dict[str, str] | None, what: str) -> list[float]:
+    """Start every command at once; the wall time of each, from its own start to its exit."""
+    procs = [
+        (time.monotonic(), subprocess.Popen(argv, env=env, stderr=subprocess.PIPE))
+        for argv in commands
+    ]
     walls = []
     for t0, proc in procs:
         _, err = proc.communicate()
         walls.append(time.monotonic() - t0)
         if proc.returncode != 0:
-            raise SystemExit(f"worker failed: {err.decode(errors='replace')}")
+            raise SystemExit(f"{what} failed: {err.decode(errors='replace')}")
     return walls
+
+
+def cold_workers(n: int, url: str, tmp: Path, env: dict[str, str], tag: str) -> list[float]:
+    base = [*DAGSYNC, "once", "--source", "relay", "--relay-url", url, "--root"]
+    return at_once([[*base, str(tmp / f"{tag}-{i}")] for i in range(n)], env, "worker")
 
 
 def tar_workers(n: int, url: str, revision: str, tmp: Path, tag: str) -> list[float]:
     """What a hand-made relay's workers do: ``curl URL/archive.tar | tar -x``, ``n`` at once
     (no checks, no atomic publish): the floor this machine and its disk put under a worker."""
     archive = f"{url}/v1/revisions/{revision}/archive.tar"
-    procs = []
+    scripts = []
     for i in range(n):
         dest = tmp / f"{tag}-{i}"
         dest.mkdir()
         script = f"curl -sf '{archive}' | tar --no-same-owner -xf - -C '{dest}'"
-        procs.append((time.monotonic(), subprocess.Popen(["sh", "-c", script])))
-    walls = []
-    for t0, proc in procs:
-        proc.wait()
-        walls.append(time.monotonic() - t0)
-        if proc.returncode != 0:
-            raise SystemExit(f"curl | tar failed with exit code {proc.returncode}")
-    return walls
+        scripts.append(["sh", "-c", script])
+    return at_once(scripts, None, "curl | tar")
 
 
 def sample_relay(pid: int, stop: threading.Event, samples: list[dict[str, int]]) -> None:
